@@ -1,0 +1,207 @@
+//! The validated snapshot: references resolved to ids, Kong's defaults applied, deterministic
+//! ids, and a content hash. This is what crosses from `common` to the planes (and, later, the
+//! wire). Every field here is already checked; consumers never re-validate it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A complete, validated configuration for one node group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Snapshot {
+    /// The `_format_version` the file was written in (before migration to 3.0).
+    pub source_format_version: String,
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    pub upstreams: Vec<Upstream>,
+    pub consumers: Vec<Consumer>,
+    pub plugins: Vec<Plugin>,
+    /// Hex SHA-256 over the canonical JSON of everything above; equal content, equal hash.
+    pub hash: String,
+}
+
+/// Upstream protocols a service may speak (Kong's `protocol` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http,
+    Https,
+    Grpc,
+    Grpcs,
+    Tcp,
+    Tls,
+    TlsPassthrough,
+    Udp,
+    Ws,
+    Wss,
+}
+
+impl Protocol {
+    /// The name used in Kong's config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Grpc => "grpc",
+            Protocol::Grpcs => "grpcs",
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+            Protocol::TlsPassthrough => "tls_passthrough",
+            Protocol::Udp => "udp",
+            Protocol::Ws => "ws",
+            Protocol::Wss => "wss",
+        }
+    }
+
+    /// The port a URL of this scheme implies.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Protocol::Https | Protocol::Grpcs | Protocol::Tls | Protocol::Wss => 443,
+            _ => 80,
+        }
+    }
+}
+
+/// A Kong service: where matched requests go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub protocol: Protocol,
+    /// A hostname or IP, or the name of an [`Upstream`].
+    pub host: String,
+    pub port: u16,
+    /// Upstream base path; `None` means `/`.
+    pub path: Option<String>,
+    pub retries: u32,
+    /// Milliseconds.
+    pub connect_timeout: u64,
+    /// Milliseconds.
+    pub write_timeout: u64,
+    /// Milliseconds.
+    pub read_timeout: u64,
+    pub enabled: bool,
+    pub tags: Vec<String>,
+}
+
+/// A Kong route: which requests match, and how they are rewritten.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub id: Uuid,
+    pub name: Option<String>,
+    /// The service matched requests go to; `None` answers 503 like Kong's serviceless routes.
+    pub service: Option<Uuid>,
+    pub protocols: Vec<Protocol>,
+    /// Uppercase HTTP methods; empty means any.
+    pub methods: Vec<String>,
+    /// Lowercased hosts, optionally `*.` / `.*` wildcards and `:port`; empty means any.
+    pub hosts: Vec<String>,
+    /// Prefix paths (`/foo`) and regex paths (`~/foo/\d+`), already migrated to 3.0 form.
+    pub paths: Vec<String>,
+    /// Lowercased header name to values (`~*` prefix marks a case-insensitive regex).
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    pub regex_priority: i64,
+    pub path_handling: String,
+    pub https_redirect_status_code: u16,
+    pub request_buffering: bool,
+    pub response_buffering: bool,
+    pub tags: Vec<String>,
+}
+
+/// A load-balanced set of targets, used by a service whose `host` equals the upstream's `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub id: Uuid,
+    pub name: String,
+    pub algorithm: String,
+    pub hash_on: String,
+    pub hash_fallback: String,
+    pub slots: u32,
+    pub host_header: Option<String>,
+    /// Kong's `healthchecks` object with defaults applied, kept for the health-check issue.
+    pub healthchecks: serde_json::Value,
+    pub targets: Vec<Target>,
+    pub tags: Vec<String>,
+}
+
+/// One upstream target (`host:port`, weight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub id: Uuid,
+    /// As written, normalised to `host:port`.
+    pub target: String,
+    pub host: String,
+    pub port: u16,
+    /// 0 takes the target out of rotation.
+    pub weight: u32,
+    pub tags: Vec<String>,
+}
+
+/// A consumer and its credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consumer {
+    pub id: Uuid,
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    pub keyauth_credentials: Vec<KeyAuthCredential>,
+    pub jwt_secrets: Vec<JwtSecret>,
+    pub basicauth_credentials: Vec<BasicAuthCredential>,
+    pub acls: Vec<Acl>,
+    pub tags: Vec<String>,
+}
+
+/// A key-auth credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyAuthCredential {
+    pub id: Uuid,
+    pub key: String,
+    pub ttl: Option<u64>,
+    pub tags: Vec<String>,
+}
+
+/// A jwt credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JwtSecret {
+    pub id: Uuid,
+    pub key: String,
+    pub secret: Option<String>,
+    pub rsa_public_key: Option<String>,
+    pub algorithm: String,
+    pub tags: Vec<String>,
+}
+
+/// A basic-auth credential; `password` holds Kong's `sha1(password .. consumer_id)` hex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BasicAuthCredential {
+    pub id: Uuid,
+    pub username: String,
+    pub password: String,
+    pub tags: Vec<String>,
+}
+
+/// An ACL group membership.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acl {
+    pub id: Uuid,
+    pub group: String,
+    pub tags: Vec<String>,
+}
+
+/// A plugin instance at its scope (all of service/route/consumer `None` means global).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plugin {
+    pub id: Uuid,
+    pub name: String,
+    pub instance_name: Option<String>,
+    pub service: Option<Uuid>,
+    pub route: Option<Uuid>,
+    pub consumer: Option<Uuid>,
+    /// The plugin's `config` as written (secrets resolved); typed by the plugin issues.
+    pub config: serde_json::Value,
+    pub protocols: Vec<Protocol>,
+    pub enabled: bool,
+    pub tags: Vec<String>,
+}

@@ -1,0 +1,102 @@
+//! The one proxy error type. Every way a request can fail maps here, exhaustively, to the status
+//! code and Kong message the client sees, to who failed, and to whether another attempt is safe.
+
+use http::StatusCode;
+
+/// Who caused a failure (for logs and, later, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something we refuse.
+    Downstream,
+    /// The upstream could not be reached or misbehaved.
+    Upstream,
+    /// Our own configuration or state.
+    Internal,
+}
+
+/// Everything that can end a proxied request with an error response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route matched")]
+    NoRoute,
+    #[error("route accepts https only")]
+    HttpsRequired,
+    #[error("route has no service")]
+    NoService,
+    #[error("no configuration loaded")]
+    NotReady,
+    #[error("no healthy target in the upstream")]
+    NoPeer,
+    #[error("name resolution failed for {0}")]
+    Resolve(String),
+    #[error("connecting upstream timed out")]
+    ConnectTimeout,
+    #[error("connecting upstream failed: {0}")]
+    Connect(std::io::Error),
+    #[error("upstream did not answer within read_timeout")]
+    ReadTimeout,
+    #[error("upstream request failed: {0}")]
+    Upstream(hyper::Error),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    /// The status code the client receives (KONG.md §0, §2.4).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::HttpsRequired => StatusCode::UPGRADE_REQUIRED,
+            ProxyError::NoService | ProxyError::NotReady | ProxyError::NoPeer => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Resolve(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectTimeout | ProxyError::ReadTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message of the JSON error body, Kong's wording where Kong has one.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(m) => m,
+            ProxyError::NoRoute => "no Route matched with those values",
+            ProxyError::HttpsRequired => "Please use HTTPS protocol",
+            ProxyError::NoService => "no Service found with those values",
+            ProxyError::NotReady => "no configuration available",
+            ProxyError::NoPeer => "failure to get a peer from the ring-balancer",
+            ProxyError::Resolve(_) => "name resolution failed",
+            ProxyError::ConnectTimeout | ProxyError::ReadTimeout => {
+                "The upstream server is timing out"
+            }
+            ProxyError::Connect(_) => "An invalid response was received from the upstream server",
+            ProxyError::Upstream(e) if e.is_timeout() => "The upstream server is timing out",
+            ProxyError::Upstream(_) => "An invalid response was received from the upstream server",
+            ProxyError::Internal(_) => "An unexpected error occurred",
+        }
+    }
+
+    /// Who failed.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::NoRoute | ProxyError::HttpsRequired => {
+                Side::Downstream
+            }
+            ProxyError::NoService | ProxyError::NotReady | ProxyError::Internal(_) => {
+                Side::Internal
+            }
+            ProxyError::NoPeer
+            | ProxyError::Resolve(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::Connect(_)
+            | ProxyError::ReadTimeout
+            | ProxyError::Upstream(_) => Side::Upstream,
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Header rules of the proxy: hop-by-hop removal (both directions), X-Forwarded-* and Via
+//! (KONG.md §0; incoming forwarding headers trusted only from configured proxies, SECURITY.md
+//! §2.5), client-IP resolution, and request ids.
+//!
+//! Order matters: client-supplied hop-by-hop and forwarding headers are removed *before* Portico
+//! adds its own, so a client listing `X-Forwarded-For` in `Connection` cannot delete ours
+//! (Traefik CVE-2024-45410).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{HeaderName, HeaderValue, CONNECTION};
+use http::HeaderMap;
+use ipnet::IpNet;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus `Upgrade`-era
+/// leftovers that would open a tunnel (`HTTP2-Settings`, SECURITY.md §2.3).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Headers only a trusted proxy may set; from anyone else they are dropped and regenerated.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+/// Headers no client may set at all: identity headers that auth plugins own, and URL overrides
+/// some frameworks honour (SECURITY.md §1.4 step 10).
+const NEVER_FROM_CLIENT: &[&str] = &[
+    "x-consumer-id",
+    "x-consumer-custom-id",
+    "x-consumer-username",
+    "x-consumer-groups",
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+    "x-authenticated-groups",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect names listed in Connection first; they are removed after the fixed set.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for name in s.split(',') {
+                let name = name.trim();
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    listed.push(n);
+                }
+            }
+        }
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+    for n in listed {
+        headers.remove(n);
+    }
+}
+
+/// Addresses whose forwarding headers are believed (`--trusted-ips`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedIps {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedIps {
+    /// Parses a list of IPs and CIDRs (`127.0.0.1`, `10.0.0.0/8`, `::1`, `0.0.0.0/0`).
+    pub fn parse(items: &[String]) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let net = match item.parse::<IpNet>() {
+                Ok(n) => n,
+                Err(_) => match item.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => return Err(format!("'{item}' is neither an IP nor a CIDR")),
+                },
+            };
+            nets.push(net);
+        }
+        Ok(TrustedIps { nets })
+    }
+
+    /// Whether `ip` is trusted.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// True when nothing is trusted (the default).
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4, so `::ffff:10.0.0.1` matches `10.0.0.0/8`.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What the proxy knows about where a request came from.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+    /// `http` or `https`, as the request reached us.
+    pub scheme: &'static str,
+    /// The request host without port.
+    pub host: &'a str,
+    /// The port the request arrived on.
+    pub port: u16,
+    /// The canonical request path.
+    pub path: &'a str,
+    /// What strip_path removed, if anything but `/`.
+    pub prefix: Option<&'a str>,
+}
+
+/// The client's IP: the peer, or, behind trusted proxies, the right-most address of
+/// X-Forwarded-For that is not itself trusted (counting from the right, so a client cannot
+/// choose its own address by prepending entries).
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedIps) -> IpAddr {
+    let peer = canonical_ip(peer);
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in entries.iter().rev() {
+        match parse_xff_entry(entry) {
+            Some(ip) => {
+                client = ip;
+                if !trusted.contains(ip) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    client
+}
+
+/// An X-Forwarded-For element: an IP, optionally `[v6]:port` or `v4:port`.
+fn parse_xff_entry(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(canonical_ip(ip));
+    }
+    if let Some(rest) = e.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok().map(canonical_ip);
+    }
+    let (host, _port) = e.rsplit_once(':')?;
+    host.parse().ok().map(canonical_ip)
+}
+
+/// Prepares client headers for forwarding: removes hop-by-hop and spoofable headers, then sets
+/// X-Forwarded-*, X-Real-IP and Via.
+pub fn forward_request_headers(
+    headers: &mut HeaderMap,
+    f: &Forwarding<'_>,
+    client: IpAddr,
+    via: &HeaderValue,
+) {
+    strip_hop_by_hop(headers);
+    // Framing is hyper's job: it derives Content-Length / chunked from the body we pass, so a
+    // client cannot smuggle its own framing through (SECURITY.md §2.3 item 2).
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::EXPECT);
+    for h in NEVER_FROM_CLIENT {
+        headers.remove(*h);
+    }
+
+    let xff_in = if f.trusted {
+        joined(headers, "x-forwarded-for")
+    } else {
+        None
+    };
+    let keep = |headers: &HeaderMap, name: &str| {
+        if f.trusted {
+            headers.get(name).cloned()
+        } else {
+            None
+        }
+    };
+    let proto = keep(headers, "x-forwarded-proto");
+    let host = keep(headers, "x-forwarded-host");
+    let port = keep(headers, "x-forwarded-port");
+    let path = keep(headers, "x-forwarded-path");
+    let prefix = keep(headers, "x-forwarded-prefix");
+    for h in FORWARDING {
+        headers.remove(*h);
+    }
+
+    let peer = canonical_ip(f.peer).to_string();
+    let xff = match xff_in {
+        Some(prev) => format!("{prev}, {peer}"),
+        None => peer,
+    };
+    insert_str(headers, "x-forwarded-for", &xff);
+    headers.insert(
+        "x-forwarded-proto",
+        proto.unwrap_or(HeaderValue::from_static(f.scheme)),
+    );
+    match host {
+        Some(h) => headers.insert("x-forwarded-host", h),
+        None => insert_str(headers, "x-forwarded-host", f.host),
+    };
+    match port {
+        Some(p) => headers.insert("x-forwarded-port", p),
+        None => headers.insert("x-forwarded-port", HeaderValue::from(f.port)),
+    };
+    match path {
+        Some(p) => headers.insert("x-forwarded-path", p),
+        None => insert_str(headers, "x-forwarded-path", f.path),
+    };
+    match (prefix, f.prefix) {
+        (Some(p), _) => {
+            headers.insert("x-forwarded-prefix", p);
+        }
+        (None, Some(p)) => {
+            insert_str(headers, "x-forwarded-prefix", p);
+        }
+        (None, None) => {}
+    }
+    insert_str(headers, "x-real-ip", &canonical_ip(client).to_string());
+    headers.append(http::header::VIA, via.clone());
+}
+
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let Ok(s) = v.to_str() else { continue };
+        match &mut out {
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(s);
+            }
+            None => out = Some(s.to_string()),
+        }
+    }
+    out
+}
+
+fn insert_str(headers: &mut HeaderMap, name: &'static str, value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(value)
+        .ok()
+        .and_then(|v| headers.insert(name, v))
+}
+
+/// The `Host` value for `host:port`, omitting the port when it is the scheme's default
+/// (KONG.md §1.5, `set_host_header`).
+pub fn host_header_value(host: &str, port: u16, default_port: u16) -> HeaderValue {
+    let needs_brackets = host.contains(':') && !host.starts_with('[');
+    let h = if needs_brackets {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let s = if port == default_port {
+        h
+    } else {
+        format!("{h}:{port}")
+    };
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid-host"))
+}
+
+/// Request ids: a per-process random prefix and a counter, so ids are unique without a syscall
+/// or a lock per request.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let r = uuid::Uuid::new_v4();
+        let b = r.as_bytes();
+        RequestIds {
+            prefix: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestIds {
+    /// The client's `X-Request-Id` when it is sane (1-128 visible ASCII chars without spaces or
+    /// quotes), else a fresh id.
+    pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(v) = headers.get("x-request-id") {
+            let b = v.as_bytes();
+            if !b.is_empty()
+                && b.len() <= 128
+                && b.iter()
+                    .all(|&c| c.is_ascii_graphic() && c != b'"' && c != b'\\')
+            {
+                return v.clone();
+            }
+        }
+        self.fresh()
+    }
+
+    /// A new id: 8 hex chars of process prefix, 16 of counter.
+    pub fn fresh(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let s = format!("{:08x}{:016x}", self.prefix, n);
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

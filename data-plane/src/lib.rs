@@ -1,0 +1,161 @@
+//! Portico's data plane: compiles a validated [`portico_common::snapshot::Snapshot`] into a
+//! runtime (router, upstream pools, balancers), swaps it in atomically, and proxies HTTP traffic
+//! by it.
+//!
+//! It depends on `portico-common` for the meaning of config and must never depend on the control
+//! plane: a data plane runs from a file alone, or from whatever a control plane streams to it.
+
+pub mod balancer;
+pub mod error;
+pub mod headers;
+pub mod pool;
+pub mod proxy;
+pub mod reload;
+pub mod response;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod status;
+pub mod upstream_body;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use state::Shared;
+
+/// How a file-fed data plane runs.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// The Kong declarative file.
+    pub config: PathBuf,
+    /// Addresses whose X-Forwarded-* headers are trusted.
+    pub trusted_ips: Vec<String>,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub drain_timeout: Duration,
+    /// Reload when the file changes.
+    pub watch: bool,
+}
+
+/// Why a data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("config {file} is invalid:\n  {}", errors.join("\n  "))]
+    InvalidConfig { file: String, errors: Vec<String> },
+    #[error("--trusted-ips: {0}")]
+    TrustedIps(String),
+}
+
+/// Listeners a data plane serves on, already bound.
+#[derive(Debug)]
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub status: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners, naming the address that failed.
+    pub async fn bind(proxy: SocketAddr, status: SocketAddr) -> std::io::Result<Listeners> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} ({what}): {e}; is another process using it? Pick another address with --{what}-listen"),
+                )
+            })
+        };
+        Ok(Listeners {
+            proxy: bind(proxy, "proxy").await?,
+            status: bind(status, "status").await?,
+        })
+    }
+}
+
+/// Loads the config file (refusing to start on an invalid one), then serves until `shutdown`.
+pub async fn run_from_file(
+    opts: FileOptions,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    let trusted = headers::TrustedIps::parse(&opts.trusted_ips).map_err(StartError::TrustedIps)?;
+    let shared = Shared::new(trusted);
+    let runtime =
+        reload::load(&opts.config, &shared).map_err(|errors| StartError::InvalidConfig {
+            file: opts.config.display().to_string(),
+            errors,
+        })?;
+    tracing::info!(
+        file = %opts.config.display(),
+        summary = %runtime.snapshot.summary(),
+        config_hash = %runtime.snapshot.hash,
+        "config loaded"
+    );
+    shared.swap(runtime);
+    if opts.watch {
+        tokio::spawn(reload::watch_file(
+            opts.config.clone(),
+            Arc::clone(&shared),
+            shutdown.clone(),
+        ));
+    }
+    serve(shared, listeners, shutdown, opts.drain_timeout).await;
+    Ok(())
+}
+
+/// Serves the proxy and status listeners of `shared` until `shutdown`, then drains.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let proxy_addr = listeners.proxy.local_addr().ok();
+    let status_addr = listeners.status.local_addr().ok();
+    tracing::info!(addr = ?proxy_addr, "proxy listening");
+    tracing::info!(addr = ?status_addr, "status listening");
+
+    let s = Arc::clone(&shared);
+    let status_handler = move |req: http::Request<hyper::body::Incoming>,
+                               _conn: proxy::ConnInfo| {
+        let s = Arc::clone(&s);
+        async move { status::handle(&req, &s) }
+    };
+    let s = Arc::clone(&shared);
+    let proxy_handler = move |req, conn| {
+        let s = Arc::clone(&s);
+        async move { proxy::handle(req, conn, &s).await }
+    };
+
+    // Readiness turns 503 as soon as shutdown begins, so balancers stop sending new traffic
+    // while in-flight requests drain.
+    let flag = Arc::clone(&shared);
+    let mut sd = shutdown.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal(sd.clone()).await;
+        flag.draining.store(true, Ordering::Relaxed);
+        let _ = sd.changed().await;
+    });
+
+    let status = tokio::spawn(server::serve(
+        listeners.status,
+        status_handler,
+        shutdown.clone(),
+        Duration::from_secs(1),
+        None,
+    ));
+    server::serve(
+        listeners.proxy,
+        proxy_handler,
+        shutdown,
+        drain,
+        Some(shared),
+    )
+    .await;
+    let _ = status.await;
+}

@@ -1,0 +1,162 @@
+//! Upstream connections: one pool per endpoint (`host:port`), holding idle HTTP/1.1 keep-alive
+//! connections in a lock-free queue.
+//!
+//! Pools live in [`Pools`], outside any runtime, keyed by endpoint, so a config swap that keeps an
+//! endpoint keeps its warm connections. The map is consulted only when a runtime is compiled; the
+//! request path holds an `Arc<EndpointPool>` directly and takes no lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_io_timeout::TimeoutStream;
+
+use crate::error::ProxyError;
+use crate::upstream_body::UpstreamBody;
+
+/// A sender on one upstream connection.
+pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// Idle connections kept per endpoint; beyond this, finished connections are closed. Sized for
+/// peak concurrency (PERF.md B.7: an undersized idle cache reopens connections constantly).
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+
+/// All endpoint pools of a data plane, surviving config swaps.
+#[derive(Debug, Default)]
+pub struct Pools {
+    map: Mutex<HashMap<(String, u16), Weak<EndpointPool>>>,
+}
+
+impl Pools {
+    /// The pool for `host:port`, shared with every runtime that uses it. Called at compile time.
+    pub fn endpoint(&self, host: &str, port: u16) -> Arc<EndpointPool> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Drop entries no runtime uses any more, so removed endpoints free their connections.
+        map.retain(|_, w| w.strong_count() > 0);
+        let key = (host.to_ascii_lowercase(), port);
+        if let Some(p) = map.get(&key).and_then(Weak::upgrade) {
+            return p;
+        }
+        let pool = Arc::new(EndpointPool::new(key.0.clone(), port));
+        map.insert(key, Arc::downgrade(&pool));
+        pool
+    }
+}
+
+/// Connections to one `host:port`.
+#[derive(Debug)]
+pub struct EndpointPool {
+    host: String,
+    port: u16,
+    idle: ArrayQueue<Sender>,
+    opened: AtomicU64,
+}
+
+impl EndpointPool {
+    fn new(host: String, port: u16) -> Self {
+        EndpointPool {
+            host,
+            port,
+            idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    /// The endpoint's host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The endpoint's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// How many connections this pool has opened (a "new upstream connections" counter).
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// An idle connection ready for a request, if any. Closed ones are discarded.
+    pub fn checkout(&self) -> Option<Sender> {
+        while let Some(s) = self.idle.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Returns `sender` to the pool once its current exchange has finished (HTTP/1.1 allows one
+    /// request at a time, so it becomes ready when the response body was read to the end; a
+    /// body dropped half-way closes the connection and it never comes back).
+    pub fn checkin(self: &Arc<Self>, mut sender: Sender) {
+        if sender.is_ready() {
+            let _ = self.idle.push(sender);
+            return;
+        }
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let _ = pool.idle.push(sender);
+            }
+        });
+    }
+
+    /// Opens a new connection within `connect_timeout`; writes that stall longer than
+    /// `write_timeout` fail the connection.
+    pub async fn connect(
+        &self,
+        connect_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Result<Sender, ProxyError> {
+        let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout)??;
+        let _ = stream.set_nodelay(true);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(ProxyError::Upstream)?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let host = self.host.clone();
+        let port = self.port;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %host, port, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return TcpStream::connect(SocketAddr::new(ip, self.port))
+                .await
+                .map_err(ProxyError::Connect);
+        }
+        let addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|_| ProxyError::Resolve(self.host.clone()))?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => ProxyError::Connect(e),
+            None => ProxyError::Resolve(self.host.clone()),
+        })
+    }
+}

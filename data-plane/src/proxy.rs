@@ -1,0 +1,377 @@
+//! The request path: canonicalise, route, rewrite headers, pick a target, send upstream with
+//! timeouts and safe retries, and stream the response back.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::header::{HeaderValue, HOST, SERVER, VIA};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use portico_common::path::canonicalize;
+
+use crate::error::ProxyError;
+use crate::headers::{self, Forwarding};
+use crate::pool::EndpointPool;
+use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
+use crate::router::RouteRequest;
+use crate::runtime::{CompiledService, Destination, Runtime};
+use crate::state::Shared;
+use crate::upstream_body::UpstreamBody;
+
+/// What the listener knows about a downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// Header names of Portico's own response headers.
+pub const REQUEST_ID: &str = "x-request-id";
+pub const UPSTREAM_LATENCY: &str = "x-portico-upstream-latency";
+pub const PROXY_LATENCY: &str = "x-portico-proxy-latency";
+pub const RESPONSE_LATENCY: &str = "x-portico-response-latency";
+
+/// Handles one downstream request. Never fails: every error becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: &Shared,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    shared.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+    shared.stats.requests_active.fetch_add(1, Ordering::Relaxed);
+    let request_id = shared.ids.for_request(req.headers());
+    let format = ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT));
+
+    let mut resp = match proxy(req, conn, shared, &request_id, start).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            let status = err.status();
+            if status.is_server_error() {
+                tracing::warn!(request_id = ?request_id, error = %err, side = ?err.side(), "request failed");
+            } else {
+                tracing::debug!(request_id = ?request_id, error = %err, "request refused");
+            }
+            let id = request_id.to_str().unwrap_or("");
+            let mut resp = error_response(status, err.client_message(), id, format);
+            if matches!(err, ProxyError::HttpsRequired) {
+                let h = resp.headers_mut();
+                h.insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("Upgrade"),
+                );
+                h.insert(
+                    http::header::UPGRADE,
+                    HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+                );
+            }
+            let h = resp.headers_mut();
+            h.insert(SERVER, shared.server.clone());
+            h.insert(
+                RESPONSE_LATENCY,
+                HeaderValue::from(start.elapsed().as_millis() as u64),
+            );
+            resp
+        }
+    };
+    resp.headers_mut().insert(REQUEST_ID, request_id);
+    shared.stats.requests_active.fetch_sub(1, Ordering::Relaxed);
+    resp
+}
+
+/// Validates the request's host: HTTP/1.1 carries exactly one Host, and an absolute-form target
+/// or HTTP/2 `:authority` agrees with it (SECURITY.md §1.4 item 11). Returns the host as the
+/// client sent it (for `preserve_host`).
+fn original_host(
+    headers: &http::HeaderMap,
+    uri: &Uri,
+    version: Version,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("Duplicate Host header"));
+    }
+    match (header, uri.authority()) {
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => Err(
+            ProxyError::BadRequest("Host header does not match the request target"),
+        ),
+        (Some(h), _) => Ok(Some(h.clone())),
+        (None, Some(a)) => HeaderValue::from_str(a.as_str())
+            .map(Some)
+            .map_err(|_| ProxyError::BadRequest("Invalid Host header")),
+        (None, None) if version == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("Missing Host header"))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The host used for routing: lowercased, port and trailing dot removed.
+fn routing_host(original: Option<&HeaderValue>) -> Result<Cow<'_, str>, ProxyError> {
+    let Some(raw) = original else {
+        return Ok(Cow::Borrowed(""));
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| ProxyError::BadRequest("Invalid Host header"))?;
+    let without_port = strip_port(raw);
+    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
+    Ok(if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(trimmed)
+    })
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port -> v6
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+async fn proxy(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: &Shared,
+    request_id: &HeaderValue,
+    start: Instant,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(rt) = shared.runtime.load_full() else {
+        return Err(ProxyError::NotReady);
+    };
+    let rt: &Runtime = &rt;
+
+    // Only plain `chunked` framing is accepted (hyper accepts `gzip, chunked` and friends, which
+    // other hops may read differently: SECURITY.md §2.3 item 1).
+    if let Some(te) = req.headers().get(http::header::TRANSFER_ENCODING) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::BadRequest("Unsupported Transfer-Encoding"));
+        }
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let original = original_host(&parts.headers, &parts.uri, parts.version)?;
+    let host = routing_host(original.as_ref())?;
+    let orig_uri = std::mem::take(&mut parts.uri);
+    let path = canonicalize(orig_uri.path())
+        .map_err(|_| ProxyError::BadRequest("Invalid request path"))?;
+
+    let peer_ip = conn.peer.ip();
+    let trusted = shared.trusted.contains(peer_ip);
+    let https = conn.tls
+        || (trusted
+            && parts
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
+    let m = rt
+        .router
+        .find(&RouteRequest {
+            method: parts.method.as_str(),
+            host: &host,
+            port: conn.local.port(),
+            path: &path,
+            headers: &parts.headers,
+            https,
+        })
+        .ok_or(ProxyError::NoRoute)?;
+    if m.https_required {
+        return Err(ProxyError::HttpsRequired);
+    }
+    let route = &rt.snapshot.routes[m.route_index];
+    let service: &CompiledService = m
+        .service_index
+        .and_then(|i| rt.services.get(i))
+        .and_then(Option::as_ref)
+        .ok_or(ProxyError::NoService)?;
+
+    // Upstream target: origin-form path + the client's query string, untouched.
+    let pq = match orig_uri.query() {
+        Some(q) => format!("{}?{}", m.upstream_path, q),
+        None => m.upstream_path.clone(),
+    };
+    parts.uri = pq
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("Invalid request target"))?;
+
+    let client_ip = headers::client_ip(&parts.headers, peer_ip, &shared.trusted);
+    let forwarding = Forwarding {
+        peer: peer_ip,
+        trusted,
+        scheme: if https { "https" } else { "http" },
+        host: &host,
+        port: conn.local.port(),
+        path: &path,
+        prefix: m.stripped_prefix.as_deref(),
+    };
+    let preserved_host = if route.preserve_host {
+        original.clone()
+    } else {
+        None
+    };
+    headers::forward_request_headers(&mut parts.headers, &forwarding, client_ip, &shared.via);
+    parts.headers.insert(REQUEST_ID, request_id.clone());
+    parts.version = Version::HTTP_11;
+
+    let body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        // hyper's client sends GET/HEAD with a body of unknown length as *no body*; keep the
+        // body by framing it explicitly (SECURITY.md §5.4 item 4).
+        if body.size_hint().exact().is_none()
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
+        {
+            parts.headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        UpstreamBody::Client(body)
+    };
+
+    // A bodiless idempotent request can be rebuilt for another attempt even after the upstream
+    // saw it. A request with a body is retried only while the body is provably unsent.
+    let template = (service.retries > 0
+        && is_idempotent(&parts.method)
+        && matches!(body, UpstreamBody::Empty))
+    .then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+
+    let proxy_latency = start.elapsed();
+    let request = Request::from_parts(parts, body);
+    let upstream_start = Instant::now();
+    let resp = send_with_retries(request, service, preserved_host, template).await?;
+    let upstream_latency = upstream_start.elapsed();
+
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.append(VIA, shared.via.clone());
+    parts.headers.insert(
+        UPSTREAM_LATENCY,
+        HeaderValue::from(upstream_latency.as_millis() as u64),
+    );
+    parts.headers.insert(
+        PROXY_LATENCY,
+        HeaderValue::from(proxy_latency.as_millis() as u64),
+    );
+    let body = ProxyBody::Upstream(TimedBody::new(body, service.read_timeout));
+    Ok(Response::from_parts(parts, body))
+}
+
+/// How many dead pooled connections one request may skip before giving up; a pool full of
+/// connections the upstream closed while idle must not turn into client errors.
+const MAX_STALE_SKIPS: u32 = 8;
+
+async fn send_with_retries(
+    request: Request<UpstreamBody>,
+    service: &CompiledService,
+    preserved_host: Option<HeaderValue>,
+    template: Option<(Method, Uri, http::HeaderMap)>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let mut request = Some(request);
+    let mut retries_left = service.retries;
+    let mut stale_skips = 0;
+    loop {
+        let (pool, host_header) = pick(service)?;
+        let Some(mut req) = request.take() else {
+            return Err(ProxyError::Internal("retry without a request"));
+        };
+        let host = preserved_host
+            .clone()
+            .unwrap_or_else(|| host_header.clone());
+        req.headers_mut().insert(HOST, host);
+
+        let (mut sender, pooled) = match pool.checkout() {
+            Some(s) => (s, true),
+            None => match pool
+                .connect(service.connect_timeout, service.write_timeout)
+                .await
+            {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    // Nothing reached the upstream: any request may go to another attempt.
+                    if retries_left > 0 {
+                        retries_left -= 1;
+                        tracing::debug!(service = %service.name, error = %e, "connect failed, retrying");
+                        request = Some(req);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            },
+        };
+
+        let result = tokio::time::timeout(service.read_timeout, sender.try_send_request(req)).await;
+        match result {
+            Ok(Ok(resp)) => {
+                pool.checkin(sender);
+                return Ok(resp);
+            }
+            // No retry after a timeout: the upstream may still be working on it, and retrying a
+            // hung request multiplies the wait and the load.
+            Err(_elapsed) => return Err(ProxyError::ReadTimeout),
+            Ok(Err(mut e)) => {
+                if let Some(unsent) = e.take_message() {
+                    // Never written: safe to send elsewhere, whatever the method.
+                    if pooled && stale_skips < MAX_STALE_SKIPS {
+                        stale_skips += 1;
+                        request = Some(unsent);
+                        continue;
+                    }
+                    if retries_left > 0 {
+                        retries_left -= 1;
+                        request = Some(unsent);
+                        continue;
+                    }
+                    return Err(ProxyError::Upstream(e.into_error()));
+                }
+                let err = e.into_error();
+                if let (Some((m, u, h)), true) = (&template, retries_left > 0) {
+                    retries_left -= 1;
+                    let mut r = Request::new(UpstreamBody::Empty);
+                    *r.method_mut() = m.clone();
+                    *r.uri_mut() = u.clone();
+                    *r.headers_mut() = h.clone();
+                    request = Some(r);
+                    tracing::debug!(service = %service.name, error = %err, "idempotent request failed, retrying");
+                    continue;
+                }
+                return Err(ProxyError::Upstream(err));
+            }
+        }
+    }
+}
+
+fn pick(
+    service: &CompiledService,
+) -> Result<(&std::sync::Arc<EndpointPool>, &HeaderValue), ProxyError> {
+    match &service.destination {
+        Destination::Direct { pool, host_header } => Ok((pool, host_header)),
+        Destination::Balanced(b) => b
+            .pick()
+            .map(|t| (&t.pool, &t.host_header))
+            .ok_or(ProxyError::NoPeer),
+    }
+}

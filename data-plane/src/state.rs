@@ -1,0 +1,89 @@
+//! State shared by every connection of a data plane and surviving config swaps: the current
+//! runtime (one `ArcSwap`), connection pools, counters, reload status.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+
+use crate::headers::{RequestIds, TrustedIps};
+use crate::pool::Pools;
+use crate::runtime::Runtime;
+
+/// Process-wide counters shown on `/status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_active: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub requests_total: AtomicU64,
+    pub requests_active: AtomicU64,
+}
+
+/// Outcome of config loads, for `/status` and for tests that wait on a reload.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    /// Errors of the last failed load (cleared by a successful one). Touched only by the reload
+    /// task and `/status`, never by the request path.
+    pub last_errors: Mutex<Vec<String>>,
+}
+
+/// Everything a data plane's listeners share.
+#[derive(Debug)]
+pub struct Shared {
+    pub runtime: ArcSwapOption<Runtime>,
+    pub pools: Pools,
+    pub trusted: TrustedIps,
+    pub ids: RequestIds,
+    pub stats: Stats,
+    pub reloads: ReloadStatus,
+    pub draining: AtomicBool,
+    pub started: Instant,
+    /// `Via` value, e.g. `1.1 portico/0.1.0`.
+    pub via: HeaderValue,
+    /// `Server` value for responses Portico generates itself.
+    pub server: HeaderValue,
+}
+
+impl Shared {
+    /// A data plane with no config yet.
+    pub fn new(trusted: TrustedIps) -> Arc<Self> {
+        let version = env!("CARGO_PKG_VERSION");
+        Arc::new(Shared {
+            runtime: ArcSwapOption::empty(),
+            pools: Pools::default(),
+            trusted,
+            ids: RequestIds::default(),
+            stats: Stats::default(),
+            reloads: ReloadStatus::default(),
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+            via: HeaderValue::from_str(&format!("1.1 portico/{version}"))
+                .unwrap_or(HeaderValue::from_static("1.1 portico")),
+            server: HeaderValue::from_str(&format!("portico/{version}"))
+                .unwrap_or(HeaderValue::from_static("portico")),
+        })
+    }
+
+    /// Publishes a compiled runtime; requests already running keep the one they loaded.
+    pub fn swap(&self, runtime: Runtime) {
+        let hash = runtime.snapshot.hash.clone();
+        self.runtime.store(Some(Arc::new(runtime)));
+        self.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.reloads.last_errors.lock() {
+            e.clear();
+        }
+        tracing::info!(config_hash = %hash, "config applied");
+    }
+
+    /// Records a refused config; the current runtime keeps serving.
+    pub fn record_failure(&self, errors: Vec<String>) {
+        self.reloads.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.reloads.last_errors.lock() {
+            *e = errors;
+        }
+    }
+}

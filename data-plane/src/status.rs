@@ -1,0 +1,84 @@
+//! The status listener: `GET /status` (config, uptime, counters) and `GET /status/ready`
+//! (503 until a config is live or while draining, then 200), as Kong's status API.
+
+use std::sync::atomic::Ordering;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::response::{json_response, ProxyBody};
+use crate::state::Shared;
+
+/// Answers one status request.
+pub fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"message": "Method not allowed"}),
+        );
+    }
+    match req.uri().path() {
+        "/status" => json_response(StatusCode::OK, &status(shared)),
+        "/status/ready" => ready(shared),
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"message": "Not found"})),
+    }
+}
+
+fn ready(shared: &Shared) -> Response<ProxyBody> {
+    if shared.draining.load(Ordering::Relaxed) {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"message": "draining"}),
+        );
+    }
+    match shared.runtime.load().as_ref() {
+        Some(_) => json_response(StatusCode::OK, &json!({"message": "ready"})),
+        None => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"message": "no configuration available (configuration hash is not initialized)"}),
+        ),
+    }
+}
+
+fn status(shared: &Shared) -> serde_json::Value {
+    let rt = shared.runtime.load_full();
+    let config = rt.as_ref().map(|rt| {
+        let s = &rt.snapshot;
+        json!({
+            "hash": s.hash,
+            "loaded_at": humantime::format_rfc3339_seconds(rt.loaded_at).to_string(),
+            "services": s.services.len(),
+            "routes": s.routes.len(),
+            "upstreams": s.upstreams.len(),
+            "consumers": s.consumers.len(),
+            "plugins": s.plugins.len(),
+        })
+    });
+    let last_errors = shared
+        .reloads
+        .last_errors
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    let st = &shared.stats;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": rt.is_some() && !shared.draining.load(Ordering::Relaxed),
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+        "config": config,
+        "reloads": {
+            "succeeded": shared.reloads.succeeded.load(Ordering::Relaxed),
+            "failed": shared.reloads.failed.load(Ordering::Relaxed),
+            "last_errors": last_errors,
+        },
+        "connections": {
+            "active": st.connections_active.load(Ordering::Relaxed),
+            "total": st.connections_total.load(Ordering::Relaxed),
+        },
+        "requests": {
+            "active": st.requests_active.load(Ordering::Relaxed),
+            "total": st.requests_total.load(Ordering::Relaxed),
+        },
+    })
+}

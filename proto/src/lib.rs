@@ -1,0 +1,11 @@
+//! Portico's wire types: the `portico.v1` protobuf package (discovery stream messages and
+//! service), generated at build time by protox + tonic-prost-build without a system `protoc`.
+//!
+//! This crate holds wire types only; it must not depend on any other Portico crate. Config
+//! meaning lives in `portico-common`, whose serde types the envelope carries.
+
+/// The `portico.v1` package.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all, unreachable_pub)]
+    tonic::include_proto!("portico.v1");
+}

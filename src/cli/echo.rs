@@ -1,0 +1,91 @@
+//! `portico echo`: a tiny HTTP upstream that answers every request with JSON describing what it
+//! received (method, path, query, headers, body size). The quickstart tour proxies to it, and it
+//! is a fixed, cheap upstream for load tests.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// Echo server options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "PORTICO_ECHO_LISTEN", default_value = "127.0.0.1:9080")]
+    pub listen: SocketAddr,
+}
+
+/// Serves until SIGTERM/SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (echo): {e}", args.listen))?;
+    let mut shutdown = super::shutdown_on_signals();
+    tokio::select! {
+        _ = serve(listener) => {}
+        _ = shutdown.changed() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the echo service on `listener` forever.
+pub async fn serve(listener: TcpListener) {
+    tracing::info!(addr = ?listener.local_addr().ok(), "echo listening");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service_fn(echo))
+                .await;
+        });
+    }
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    // Count the body without keeping it, so a large upload costs no memory.
+    let mut body = body;
+    let mut size = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => size += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_bytes": size,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+    )));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
