@@ -39,7 +39,7 @@ pub struct FileOptions {
     pub trusted_ips: Vec<String>,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub drain_timeout: Duration,
-    /// Reload when the file changes.
+    /// Reload when the file changes (SIGHUP always reloads).
     pub watch: bool,
 }
 
@@ -97,13 +97,12 @@ pub async fn run_from_file(
         "config loaded"
     );
     shared.swap(runtime);
-    if opts.watch {
-        tokio::spawn(reload::watch_file(
-            opts.config.clone(),
-            Arc::clone(&shared),
-            shutdown.clone(),
-        ));
-    }
+    tokio::spawn(reload::watch_file(
+        opts.config.clone(),
+        Arc::clone(&shared),
+        opts.watch,
+        shutdown.clone(),
+    ));
     serve(shared, listeners, shutdown, opts.drain_timeout).await;
     Ok(())
 }
@@ -115,10 +114,9 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let proxy_addr = listeners.proxy.local_addr().ok();
-    let status_addr = listeners.status.local_addr().ok();
-    tracing::info!(addr = ?proxy_addr, "proxy listening");
-    tracing::info!(addr = ?status_addr, "status listening");
+    let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(addr = %addr(&listeners.proxy), "proxy listening");
+    tracing::info!(addr = %addr(&listeners.status), "status listening");
 
     let s = Arc::clone(&shared);
     let status_handler = move |req: http::Request<hyper::body::Incoming>,

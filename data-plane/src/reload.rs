@@ -50,50 +50,52 @@ pub fn reload(path: &Path, shared: &Shared) -> bool {
     }
 }
 
-/// Watches `path` and reloads on change or SIGHUP until `shutdown`.
-pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let watcher = {
-        use notify::{RecursiveMode, Watcher};
-        let tx = tx.clone();
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = tx.send(());
-            }
-        })
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
-    };
-    let _watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP");
-            None
-        }
-    };
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A file-system event in the config's directory.
+    Changed,
+    /// SIGHUP: reload even if the content looks unchanged.
+    Signal,
+}
+
+/// Reloads `path` on SIGHUP, and on change when `watch` is set, until `shutdown`.
+pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, watch: bool, shutdown: watch::Receiver<bool>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
+    let _watcher = if watch { watch_dir(&path, tx.clone()) } else { None };
     spawn_sighup(tx);
 
     let mut last = std::fs::read(&path).ok().map(|b| content_digest(&b));
     let stop = crate::server::shutdown_signal(shutdown);
     tokio::pin!(stop);
     loop {
-        tokio::select! {
+        let mut trigger = tokio::select! {
             _ = &mut stop => return,
-            ev = rx.recv() => if ev.is_none() { return },
-        }
+            ev = rx.recv() => match ev { Some(t) => t, None => return },
+        };
         // Coalesce a burst of events into one reload.
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(DEBOUNCE) => break,
-                ev = rx.recv() => if ev.is_none() { return },
+                ev = rx.recv() => match ev {
+                    Some(Trigger::Signal) => trigger = Trigger::Signal,
+                    Some(Trigger::Changed) => {}
+                    None => return,
+                },
             }
         }
-        let current = std::fs::read(&path).ok().map(|b| content_digest(&b));
-        if current.is_some() && current == last {
+        // A writer that truncates then writes (most tools do) can be caught half-way: only load
+        // content that reads the same twice, DEBOUNCE apart.
+        let mut current = std::fs::read(&path).ok().map(|b| content_digest(&b));
+        for _ in 0..20 {
+            tokio::time::sleep(DEBOUNCE).await;
+            let again = std::fs::read(&path).ok().map(|b| content_digest(&b));
+            if again == current {
+                break;
+            }
+            current = again;
+        }
+        if trigger == Trigger::Changed && current.is_some() && current == last {
             continue;
         }
         last = current;
@@ -104,15 +106,38 @@ pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, shutdown: watch::Rec
     }
 }
 
+/// Watches the directory of `path` (editors replace files; Kubernetes swaps ConfigMap symlinks).
+fn watch_dir(path: &Path, tx: mpsc::UnboundedSender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            let _ = tx.send(Trigger::Changed);
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP");
+            None
+        }
+    }
+}
+
 #[cfg(unix)]
-fn spawn_sighup(tx: mpsc::UnboundedSender<()>) {
+fn spawn_sighup(tx: mpsc::UnboundedSender<Trigger>) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading config");
-                    if tx.send(()).is_err() {
+                    if tx.send(Trigger::Signal).is_err() {
                         return;
                     }
                 }
@@ -123,7 +148,7 @@ fn spawn_sighup(tx: mpsc::UnboundedSender<()>) {
 }
 
 #[cfg(not(unix))]
-fn spawn_sighup(_tx: mpsc::UnboundedSender<()>) {}
+fn spawn_sighup(_tx: mpsc::UnboundedSender<Trigger>) {}
 
 /// A cheap fingerprint to notice "the file did not really change" (editors touch files, and a
 /// watched directory reports events for its other files too).

@@ -1,0 +1,389 @@
+//! Walks the document and flattens nested entities into per-kind lists, each item carrying its
+//! path in the file, its decoded authored type and its parent (for nested items).
+//!
+//! Every entity is decoded on its own, and a failing entity is decoded field by field, so all
+//! bad fields of all entities are reported in one pass. A bad field is dropped (its place is
+//! settled, so no "required field missing" follows) and the rest of the entity still gets
+//! validated.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::config;
+use crate::error::{field_path, index_path, Issues};
+use crate::snapshot_ext::write_canonical;
+
+/// Where a child entity was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parent {
+    /// At the top level; the parent (if any) is named by a foreign-key field.
+    Top,
+    /// Nested in the parent list's item with this index.
+    Nested(usize),
+}
+
+/// Where a plugin was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PluginParent {
+    Top,
+    Service(usize),
+    Route(usize),
+    Consumer(usize),
+}
+
+/// One authored entity and where it came from.
+#[derive(Debug)]
+pub(crate) struct Item<T> {
+    pub path: String,
+    pub cfg: T,
+    pub parent: Parent,
+    /// Canonical JSON of the entity's own fields minus metadata and foreign keys: the id input
+    /// for entities with no natural key (a service or route without a name).
+    pub content: String,
+}
+
+/// All entities of the file, flattened.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub services: Vec<Item<config::Service>>,
+    pub routes: Vec<Item<config::Route>>,
+    pub upstreams: Vec<Item<config::Upstream>>,
+    pub targets: Vec<Item<config::Target>>,
+    pub consumers: Vec<Item<config::Consumer>>,
+    pub keyauth: Vec<Item<config::KeyAuthCredential>>,
+    pub jwt: Vec<Item<config::JwtSecret>>,
+    pub basicauth: Vec<Item<config::BasicAuthCredential>>,
+    pub acls: Vec<Item<config::Acl>>,
+    pub plugins: Vec<(Item<config::Plugin>, PluginParent)>,
+}
+
+/// Top-level keys holding entities Portico reads.
+pub(crate) const ENTITY_KEYS: &[&str] = &[
+    "services",
+    "routes",
+    "upstreams",
+    "targets",
+    "consumers",
+    "plugins",
+    "keyauth_credentials",
+    "jwt_secrets",
+    "basicauth_credentials",
+    "acls",
+];
+
+/// Top-level keys Kong knows that Portico does not implement yet: refused unless empty.
+pub(crate) const UNSUPPORTED_KEYS: &[&str] = &[
+    "certificates",
+    "snis",
+    "ca_certificates",
+    "vaults",
+    "key_sets",
+    "keys",
+    "filter_chains",
+    "parameters",
+    "hmacauth_credentials",
+    "oauth2_credentials",
+    "oauth2_authorization_codes",
+    "oauth2_tokens",
+    "consumer_groups",
+];
+
+/// Fields whose values must never be echoed in an error message.
+const SECRET_FIELDS: &[&str] = &["key", "secret", "password"];
+
+/// Flattens every entity list of the (already secret-resolved, migrated) document.
+pub(crate) fn collect(doc: &Map<String, Value>, issues: &mut Issues) -> Collected {
+    let mut c = Collected::default();
+    for (path, obj) in list(doc, "", "services", issues) {
+        let si = c.services.len();
+        c.services.push(item(
+            obj,
+            &["routes", "plugins"],
+            &path,
+            Parent::Top,
+            issues,
+        ));
+        for (rpath, robj) in list(obj, &path, "routes", issues) {
+            let route =
+                item::<config::Route>(robj, &["plugins"], &rpath, Parent::Nested(si), issues);
+            forbid(
+                route.cfg.service.is_some(),
+                &rpath,
+                "service",
+                "a service",
+                issues,
+            );
+            push_route(&mut c, route, robj, issues);
+        }
+        for (ppath, pobj) in list(obj, &path, "plugins", issues) {
+            push_plugin(&mut c, pobj, &ppath, PluginParent::Service(si), issues);
+        }
+    }
+    for (path, obj) in list(doc, "", "routes", issues) {
+        let route = item(obj, &["plugins"], &path, Parent::Top, issues);
+        push_route(&mut c, route, obj, issues);
+    }
+    for (path, obj) in list(doc, "", "upstreams", issues) {
+        let ui = c.upstreams.len();
+        c.upstreams
+            .push(item(obj, &["targets"], &path, Parent::Top, issues));
+        for (tpath, tobj) in list(obj, &path, "targets", issues) {
+            let t = item::<config::Target>(tobj, &[], &tpath, Parent::Nested(ui), issues);
+            forbid(
+                t.cfg.upstream.is_some(),
+                &tpath,
+                "upstream",
+                "an upstream",
+                issues,
+            );
+            c.targets.push(t);
+        }
+    }
+    for (path, obj) in list(doc, "", "targets", issues) {
+        c.targets.push(item(obj, &[], &path, Parent::Top, issues));
+    }
+    for (path, obj) in list(doc, "", "consumers", issues) {
+        let ci = c.consumers.len();
+        let nested = [
+            "keyauth_credentials",
+            "jwt_secrets",
+            "basicauth_credentials",
+            "acls",
+            "plugins",
+        ];
+        c.consumers
+            .push(item(obj, &nested, &path, Parent::Top, issues));
+        credentials(&mut c, obj, &path, Parent::Nested(ci), issues);
+        for (ppath, pobj) in list(obj, &path, "plugins", issues) {
+            push_plugin(&mut c, pobj, &ppath, PluginParent::Consumer(ci), issues);
+        }
+    }
+    credentials(&mut c, doc, "", Parent::Top, issues);
+    for (path, obj) in list(doc, "", "plugins", issues) {
+        push_plugin(&mut c, obj, &path, PluginParent::Top, issues);
+    }
+    c
+}
+
+fn push_route(
+    c: &mut Collected,
+    route: Item<config::Route>,
+    obj: &Map<String, Value>,
+    issues: &mut Issues,
+) {
+    let ri = c.routes.len();
+    let path = route.path.clone();
+    c.routes.push(route);
+    for (ppath, pobj) in list(obj, &path, "plugins", issues) {
+        push_plugin(c, pobj, &ppath, PluginParent::Route(ri), issues);
+    }
+}
+
+fn push_plugin(
+    c: &mut Collected,
+    obj: &Map<String, Value>,
+    path: &str,
+    parent: PluginParent,
+    issues: &mut Issues,
+) {
+    let p = item::<config::Plugin>(obj, &[], path, Parent::Top, issues);
+    match parent {
+        PluginParent::Service(_) => forbid(
+            p.cfg.service.is_some(),
+            path,
+            "service",
+            "a service",
+            issues,
+        ),
+        PluginParent::Route(_) => forbid(p.cfg.route.is_some(), path, "route", "a route", issues),
+        PluginParent::Consumer(_) => forbid(
+            p.cfg.consumer.is_some(),
+            path,
+            "consumer",
+            "a consumer",
+            issues,
+        ),
+        PluginParent::Top => {}
+    }
+    c.plugins.push((p, parent));
+}
+
+/// The four credential lists, nested in a consumer (`parent` nested) or at the top level.
+fn credentials(
+    c: &mut Collected,
+    obj: &Map<String, Value>,
+    path: &str,
+    parent: Parent,
+    issues: &mut Issues,
+) {
+    let nested = parent != Parent::Top;
+    for (p, o) in list(obj, path, "keyauth_credentials", issues) {
+        let it = item::<config::KeyAuthCredential>(o, &[], &p, parent, issues);
+        forbid(
+            nested && it.cfg.consumer.is_some(),
+            &p,
+            "consumer",
+            "a consumer",
+            issues,
+        );
+        c.keyauth.push(it);
+    }
+    for (p, o) in list(obj, path, "jwt_secrets", issues) {
+        let it = item::<config::JwtSecret>(o, &[], &p, parent, issues);
+        forbid(
+            nested && it.cfg.consumer.is_some(),
+            &p,
+            "consumer",
+            "a consumer",
+            issues,
+        );
+        c.jwt.push(it);
+    }
+    for (p, o) in list(obj, path, "basicauth_credentials", issues) {
+        let it = item::<config::BasicAuthCredential>(o, &[], &p, parent, issues);
+        forbid(
+            nested && it.cfg.consumer.is_some(),
+            &p,
+            "consumer",
+            "a consumer",
+            issues,
+        );
+        c.basicauth.push(it);
+    }
+    for (p, o) in list(obj, path, "acls", issues) {
+        let it = item::<config::Acl>(o, &[], &p, parent, issues);
+        forbid(
+            nested && it.cfg.consumer.is_some(),
+            &p,
+            "consumer",
+            "a consumer",
+            issues,
+        );
+        c.acls.push(it);
+    }
+}
+
+/// A nested entity belongs to its enclosing parent; naming another one is a contradiction.
+fn forbid(is_set: bool, path: &str, field: &str, parent: &str, issues: &mut Issues) {
+    if is_set {
+        issues.error(
+            &field_path(path, field),
+            format!("cannot be set here: the entity is nested in {parent}, which is its '{field}'"),
+        );
+    }
+}
+
+/// The objects of the array at `obj[key]` with their paths; wrong shapes are reported.
+fn list<'a>(
+    obj: &'a Map<String, Value>,
+    parent: &str,
+    key: &str,
+    issues: &mut Issues,
+) -> Vec<(String, &'a Map<String, Value>)> {
+    let path = field_path(parent, key);
+    match obj.get(key) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let p = index_path(&path, i);
+                match v {
+                    Value::Object(m) => Some((p, m)),
+                    other => {
+                        issues.error(&p, format!("expected an object, got {}", kind(other)));
+                        None
+                    }
+                }
+            })
+            .collect(),
+        Some(other) => {
+            issues.error(&path, format!("expected an array, got {}", kind(other)));
+            Vec::new()
+        }
+    }
+}
+
+/// Decodes one entity, minus its nested lists (`strip`), reporting every bad field.
+fn item<T: DeserializeOwned + Default>(
+    obj: &Map<String, Value>,
+    strip: &[&str],
+    path: &str,
+    parent: Parent,
+    issues: &mut Issues,
+) -> Item<T> {
+    let mut own: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| !strip.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let cfg = match serde_json::from_value::<T>(Value::Object(own.clone())) {
+        Ok(cfg) => cfg,
+        Err(_) => {
+            let bad: Vec<String> = own
+                .iter()
+                .filter_map(|(k, v)| {
+                    let single = Value::Object(Map::from_iter([(k.clone(), v.clone())]));
+                    let err = serde_json::from_value::<T>(single).err()?;
+                    let msg = err.to_string();
+                    if msg.starts_with("unknown field") {
+                        issues.error(path, format!("unknown field '{k}'"));
+                    } else if SECRET_FIELDS.contains(&k.as_str()) {
+                        // serde quotes the bad value; for a secret that would put it in logs.
+                        issues.error_settle(
+                            &field_path(path, k),
+                            format!("invalid type: {}, expected a string", kind(v)),
+                        );
+                    } else {
+                        issues.error_settle(&field_path(path, k), tidy(&msg));
+                    }
+                    Some(k.clone())
+                })
+                .collect();
+            bad.iter().for_each(|k| {
+                own.remove(k);
+            });
+            serde_json::from_value::<T>(Value::Object(own.clone())).unwrap_or_default()
+        }
+    };
+    for k in [
+        "_comment",
+        "_ignore",
+        "created_at",
+        "updated_at",
+        "service",
+        "route",
+        "consumer",
+        "upstream",
+    ] {
+        own.remove(k);
+    }
+    let mut content = String::new();
+    write_canonical(&Value::Object(own), &mut content);
+    Item {
+        path: path.to_owned(),
+        cfg,
+        parent,
+        content,
+    }
+}
+
+/// serde's wording to the user's: JSON/YAML names, not Rust's.
+fn tidy(msg: &str) -> String {
+    msg.replace("a sequence", "an array")
+        .replace("a map", "an object")
+        .replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected an integer")
+}
+
+/// The JSON kind of a value, for "expected X, got Y".
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

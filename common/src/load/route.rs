@@ -1,0 +1,402 @@
+//! Routes: protocols, methods, hosts, headers and paths with Kong's rules (KONG.md §1.4, §2.1;
+//! K:kong/db/schema/entities/routes.lua, K:kong/db/schema/typedefs.lua).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::checks::{self, check_name, explicit_id, one_of};
+use super::collect::Item;
+use super::{ids, Ctx, Index};
+use crate::config;
+use crate::error::{field_path, index_path, Issues};
+use crate::snapshot::{Protocol, Route, Service};
+
+const PROTOCOLS: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+];
+const REDIRECT_CODES: &[i64] = &[426, 301, 302, 307, 308];
+/// Characters that make a prefix path look like a regex its author forgot to mark with `~`.
+const REGEX_HINTS: &[char] = &[
+    '\\', '(', ')', '[', ']', '*', '+', '$', '^', '{', '}', '|', '?',
+];
+
+/// Validates every route; the list stays aligned with `items`.
+pub(crate) fn build(
+    items: &[Item<config::Route>],
+    services: &[Service],
+    service_index: &Index,
+    ctx: &mut Ctx,
+) -> (Vec<Route>, Index) {
+    let mut out = Vec::with_capacity(items.len());
+    let mut index = Index::default();
+    for (i, item) in items.iter().enumerate() {
+        let svc = service_index.parent(
+            item.parent,
+            &item.cfg.service,
+            "services",
+            &item.path,
+            "service",
+            false,
+            &mut ctx.issues,
+        );
+        let r = route(item, svc.map(|s| services[s].id), ctx);
+        index.add(r.name.as_deref(), r.id, i);
+        out.push(r);
+    }
+    (out, index)
+}
+
+fn route(item: &Item<config::Route>, service: Option<uuid::Uuid>, ctx: &mut Ctx) -> Route {
+    let (cfg, path) = (&item.cfg, item.path.as_str());
+    let issues = &mut ctx.issues;
+
+    let explicit = explicit_id(&cfg.id, path, issues);
+    let content = format!(
+        "{}|service:{}",
+        item.content,
+        service.map(|s| s.to_string()).unwrap_or_default()
+    );
+    let (id, from) = ids::assign("routes", explicit, cfg.name.as_deref(), &content);
+    check_name(&cfg.name, path, "name", issues);
+
+    let protocols = protocols(cfg.protocols.as_deref(), path, issues);
+    let is_grpc = protocols
+        .iter()
+        .any(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs));
+    let is_stream = protocols.iter().any(|p| p.is_stream());
+    if is_stream {
+        issues.error(
+            &field_path(path, "protocols"),
+            "stream routes (tcp, tls, tls_passthrough, udp) are not supported by Portico yet",
+        );
+    }
+
+    let errors_before = issues.errors.len();
+    let methods = methods(cfg.methods.as_deref(), path, issues);
+    if is_grpc && !methods.is_empty() {
+        issues.error(
+            &field_path(path, "methods"),
+            "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
+        );
+    }
+    let hosts = hosts(cfg.hosts.as_deref(), path, issues);
+    let headers = headers(cfg.headers.as_ref(), path, issues);
+    let paths = paths(cfg.paths.as_deref(), path, ctx.canonicalize, issues);
+
+    if !is_stream {
+        let any =
+            !methods.is_empty() || !hosts.is_empty() || !headers.is_empty() || !paths.is_empty();
+        // A route whose only path was refused already has its error; don't add a second one.
+        if !any && issues.errors.len() == errors_before {
+            let msg = if is_grpc {
+                let p = if protocols.contains(&Protocol::Grpc) {
+                    "grpc"
+                } else {
+                    "grpcs"
+                };
+                format!("must set one of 'hosts', 'headers', 'paths' when 'protocols' is '{p}'")
+            } else if protocols.contains(&Protocol::Http) {
+                "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"
+                    .to_owned()
+            } else {
+                "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'".to_owned()
+            };
+            issues.error(path, msg);
+        }
+    }
+
+    // gRPC routes never strip (Kong forces false and refuses true).
+    let strip_path = match (is_grpc, cfg.strip_path) {
+        (true, Some(true)) => {
+            issues.error(
+                &field_path(path, "strip_path"),
+                "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+            );
+            false
+        }
+        (true, _) => false,
+        (false, v) => v.unwrap_or(true),
+    };
+    let path_handling = cfg.path_handling.clone().unwrap_or_else(|| "v0".to_owned());
+    if one_of(&path_handling, &["v0", "v1"], path, "path_handling", issues) && path_handling == "v1"
+    {
+        issues.warn(
+            &field_path(path, "path_handling"),
+            "'v1' is deprecated in Kong and does not work with its default router; consider 'v0'",
+        );
+    }
+    let redirect = cfg.https_redirect_status_code.unwrap_or(426);
+    if !REDIRECT_CODES.contains(&redirect) {
+        issues.error(
+            &field_path(path, "https_redirect_status_code"),
+            "expected one of: 426, 301, 302, 307, 308",
+        );
+    }
+    let regex_priority = cfg.regex_priority.unwrap_or(0);
+
+    for (field, value) in [
+        ("snis", &cfg.snis),
+        ("sources", &cfg.sources),
+        ("destinations", &cfg.destinations),
+        ("expression", &cfg.expression),
+        ("priority", &cfg.priority),
+    ] {
+        checks::unsupported(value, &Value::Null, path, field, issues);
+    }
+    let tags = checks::tags(&cfg.tags, path, issues);
+
+    let fresh = cfg
+        .name
+        .as_ref()
+        .is_none_or(|n| ctx.unique.check("routes", "name", n, path, &mut ctx.issues));
+    if fresh {
+        ctx.claim_id("routes", id, from, path);
+    }
+
+    Route {
+        id,
+        name: cfg.name.clone(),
+        service,
+        protocols,
+        methods,
+        hosts,
+        paths,
+        headers,
+        strip_path,
+        preserve_host: cfg.preserve_host.unwrap_or(false),
+        regex_priority,
+        path_handling,
+        https_redirect_status_code: if REDIRECT_CODES.contains(&redirect) {
+            redirect as u16
+        } else {
+            426
+        },
+        request_buffering: cfg.request_buffering.unwrap_or(true),
+        response_buffering: cfg.response_buffering.unwrap_or(true),
+        tags,
+    }
+}
+
+fn protocols(written: Option<&[String]>, path: &str, issues: &mut Issues) -> Vec<Protocol> {
+    let Some(written) = written else {
+        return vec![Protocol::Http, Protocol::Https];
+    };
+    let field = field_path(path, "protocols");
+    if written.is_empty() {
+        issues.error(&field, "length must be at least 1");
+    }
+    let mut out = Vec::new();
+    for (i, p) in written.iter().enumerate() {
+        match Protocol::parse(p).filter(|_| PROTOCOLS.contains(&p.as_str())) {
+            Some(proto) if !out.contains(&proto) => out.push(proto),
+            Some(_) => {}
+            None => issues.error(
+                &index_path(&field, i),
+                format!("expected one of: {}", PROTOCOLS.join(", ")),
+            ),
+        }
+    }
+    let group = |p: &Protocol| match p {
+        Protocol::Http | Protocol::Https => 0,
+        Protocol::Tcp | Protocol::Tls | Protocol::Udp => 1,
+        Protocol::TlsPassthrough => 2,
+        _ => 3,
+    };
+    if out.iter().any(|p| group(p) != group(&out[0])) {
+        issues.error(
+            &field,
+            "these sets are mutually exclusive: ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs')",
+        );
+    }
+    out
+}
+
+/// Methods are HTTP tokens; written in any case, stored uppercase (Kong compares them exactly).
+fn methods(written: Option<&[String]>, path: &str, issues: &mut Issues) -> Vec<String> {
+    let field = field_path(path, "methods");
+    let mut out = Vec::new();
+    for (i, m) in written.unwrap_or_default().iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            issues.error(
+                &index_path(&field, i),
+                format!("invalid method '{m}': expected letters only, e.g. 'GET'"),
+            );
+            continue;
+        }
+        let m = m.to_ascii_uppercase();
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Hosts: lowercased, optional `:port`, at most one `*` in the leftmost or rightmost label.
+fn hosts(written: Option<&[String]>, path: &str, issues: &mut Issues) -> Vec<String> {
+    let field = field_path(path, "hosts");
+    let mut out = Vec::new();
+    for (i, h) in written.unwrap_or_default().iter().enumerate() {
+        let h = h.to_ascii_lowercase();
+        if let Err(msg) = check_route_host(&h) {
+            issues.error(&index_path(&field, i), msg);
+        } else if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    out
+}
+
+fn check_route_host(h: &str) -> Result<(), String> {
+    let invalid = || format!("invalid hostname: {h}");
+    let (name, _port) = checks::split_host_port(h).map_err(|_| invalid())?;
+    let stars = name.matches('*').count();
+    if stars > 1 {
+        return Err("invalid wildcard: must have at most one wildcard".to_owned());
+    }
+    if stars == 1 {
+        let rest = name
+            .strip_prefix("*.")
+            .or_else(|| name.strip_suffix(".*"))
+            .ok_or_else(|| {
+                "invalid wildcard: must be placed at leftmost or rightmost label".to_owned()
+            })?;
+        return if checks::is_hostname(rest) {
+            Ok(())
+        } else {
+            Err(invalid())
+        };
+    }
+    if checks::valid_host(&name) {
+        Ok(())
+    } else {
+        Err(invalid())
+    }
+}
+
+/// Header names lowercased (HTTP names are case-insensitive); `Host` belongs in `hosts`.
+fn headers(
+    written: Option<&BTreeMap<String, Vec<String>>>,
+    path: &str,
+    issues: &mut Issues,
+) -> BTreeMap<String, Vec<String>> {
+    let field = field_path(path, "headers");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, values) in written.into_iter().flatten() {
+        let lower = name.to_ascii_lowercase();
+        let here = field_path(&field, name);
+        if lower == "host" {
+            issues.error(
+                &field,
+                "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
+            );
+            continue;
+        }
+        if lower.is_empty() || !lower.bytes().all(is_token_byte) {
+            issues.error(&here, format!("invalid header name '{name}'"));
+            continue;
+        }
+        if values.is_empty() {
+            issues.error(&here, "length must be at least 1");
+        }
+        for (i, v) in values.iter().enumerate() {
+            if let Some(re) = v.strip_prefix("~*") {
+                if let Err(e) = regex::Regex::new(&format!("(?i){re}")) {
+                    issues.error(
+                        &index_path(&here, i),
+                        format!("invalid regex: '{re}' ({})", regex_error(&e)),
+                    );
+                }
+            }
+        }
+        if out.contains_key(&lower) {
+            issues.error(
+                &here,
+                format!("duplicate header '{lower}' (header names are case-insensitive)"),
+            );
+            continue;
+        }
+        out.insert(lower, values.clone());
+    }
+    out
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Prefix paths (`/..`, already normalized) and regex paths (`~..`, must compile as `^..`).
+fn paths(
+    written: Option<&[String]>,
+    path: &str,
+    canonicalize: super::Canonicalize,
+    issues: &mut Issues,
+) -> Vec<String> {
+    let field = field_path(path, "paths");
+    let mut out = Vec::new();
+    for (i, p) in written.unwrap_or_default().iter().enumerate() {
+        let here = index_path(&field, i);
+        if let Some(pattern) = p.strip_prefix('~') {
+            if let Err(e) = regex::Regex::new(&format!("^{pattern}")) {
+                issues.error(
+                    &here,
+                    format!("invalid regex: '{pattern}' ({})", regex_error(&e)),
+                );
+                continue;
+            }
+        } else {
+            if !p.starts_with('/') {
+                issues.error(
+                    &here,
+                    "should start with: / (fixed path) or ~/ (regex path)",
+                );
+                continue;
+            }
+            if p.contains(REGEX_HINTS) {
+                issues.warn(
+                    &here,
+                    format!("prefix path '{p}' contains regex characters but matches literally; write '~{p}' if you meant a regex"),
+                );
+            }
+            if p.contains("//") {
+                issues.error(&here, "must not have empty segments");
+                continue;
+            }
+            match canonicalize(p) {
+                Ok(n) if n != p.as_str() => {
+                    issues.error(
+                        &here,
+                        format!("non-normalized path, consider use '{n}' instead"),
+                    );
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    issues.error(&here, format!("invalid path: {e}"));
+                    continue;
+                }
+            }
+        }
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// The regex crate's multi-line syntax error, reduced to its one-line cause.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| text.lines().last().unwrap_or_default().trim().to_owned())
+}

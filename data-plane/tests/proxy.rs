@@ -1,0 +1,409 @@
+//! The data plane over real sockets: in-process upstreams on 127.0.0.1:0, a real hyper client or
+//! raw bytes on the downstream side.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use harness::{get, raw, send, Gateway, Upstream};
+use http::{Request, Response};
+use http_body_util::Full;
+
+fn svc(name: &str, url: &str, extra: &str, routes: &str) -> String {
+    format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: {name}\n    url: {url}\n{extra}    routes:\n{routes}"
+    )
+}
+
+#[tokio::test]
+async fn strips_the_prefix_joins_the_service_path_and_passes_the_query() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}/svc", up.addr),
+        "",
+        "      - name: r\n        paths: [\"/api\"]\n",
+    ))
+    .await;
+    let got = get(&gw.url("/api/users?b=2&a=%20x"), &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(up.last().uri, "/svc/users?b=2&a=%20x");
+    assert_eq!(got.headers["x-upstream"], "a");
+    assert!(got.headers["via"].to_str().unwrap().starts_with("1.1 portico/"));
+    assert_eq!(got.headers["x-request-id"].len(), 24);
+    assert!(got.headers.contains_key("x-portico-upstream-latency"));
+    assert!(got.headers.contains_key("x-portico-proxy-latency"));
+    // The upstream got the same request id, and Portico's Via.
+    let seen = up.last();
+    assert_eq!(seen.headers["x-request-id"], got.headers["x-request-id"]);
+    assert!(seen.headers["via"].to_str().unwrap().contains("portico/"));
+    assert_eq!(seen.headers["x-forwarded-prefix"], "/api");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn client_request_id_is_propagated() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let got = get(&gw.url("/x"), &[("x-request-id", "trace-42")]).await;
+    assert_eq!(got.headers["x-request-id"], "trace-42");
+    assert_eq!(up.last().headers["x-request-id"], "trace-42");
+}
+
+#[tokio::test]
+async fn no_route_answers_kongs_404_body_with_the_request_id() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/api\"]\n")).await;
+    let got = get(&gw.url("/nothing"), &[]).await;
+    assert_eq!(got.status, 404);
+    assert_eq!(got.headers["content-type"], "application/json; charset=utf-8");
+    let id = got.headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(
+        got.body,
+        format!("{{\n  \"message\":\"no Route matched with those values\",\n  \"request_id\":\"{id}\"\n}}")
+    );
+    assert_eq!(up.count(), 0);
+
+    // Kong's error templates follow Accept.
+    let got = get(&gw.url("/nothing"), &[("accept", "text/html;q=0.9, text/plain")]).await;
+    assert_eq!(got.headers["content-type"], "text/plain; charset=utf-8");
+    assert!(got.body.starts_with("no Route matched with those values\nrequest_id: "));
+    let got = get(&gw.url("/nothing"), &[("accept", "text/html")]).await;
+    assert!(got.body.contains("<p>no Route matched with those values.</p>"));
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_regenerated_for_untrusted_clients() {
+    let up = Upstream::echo("a").await;
+    let yaml = svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/p\"]\n        strip_path: false\n");
+    let spoof = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-port", "1"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-consumer-username", "admin"),
+        ("host", "api.example.com:8443"),
+    ];
+
+    let gw = Gateway::start(&yaml).await;
+    get(&gw.url("/p/x"), &spoof).await;
+    let h = up.last().headers;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "api.example.com");
+    assert_eq!(h["x-forwarded-port"], gw.addr.port().to_string().as_str());
+    assert_eq!(h["x-forwarded-path"], "/p/x");
+    assert!(h.get("forwarded").is_none());
+    assert!(h.get("x-consumer-username").is_none());
+    gw.stop().await;
+
+    // From a trusted proxy, its forwarding headers stand and our hop is appended.
+    let gw = Gateway::start_trusting(&yaml, &["127.0.0.1"]).await;
+    get(&gw.url("/p/x"), &spoof).await;
+    let h = up.last().headers;
+    assert_eq!(h["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "6.6.6.6");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "evil.example");
+    assert!(h.get("x-consumer-username").is_none(), "identity headers are never trusted");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_in_both_directions() {
+    let up = Upstream::start(|_| async {
+        Response::builder()
+            .header("connection", "x-internal")
+            .header("x-internal", "leak")
+            .header("keep-alive", "timeout=5")
+            .header("x-kept", "yes")
+            .body(Full::new(Bytes::from_static(b"ok")))
+            .unwrap()
+    })
+    .await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let resp = raw(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret, X-Forwarded-For\r\nX-Secret: s\r\nKeep-Alive: 1\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let lower = resp.to_ascii_lowercase();
+    assert!(!lower.contains("x-internal"), "{resp}");
+    assert!(lower.contains("x-kept: yes"));
+    let h = up.last().headers;
+    for gone in ["x-secret", "keep-alive", "upgrade", "http2-settings", "te", "proxy-connection"] {
+        assert!(h.get(gone).is_none(), "{gone} reached the upstream");
+    }
+    // Listing X-Forwarded-For in Connection does not delete ours.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn upstream_host_header_follows_preserve_host() {
+    let up = Upstream::echo("a").await;
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{}\n    routes:\n      - paths: [\"/keep\"]\n        preserve_host: true\n      - paths: [\"/swap\"]\n",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    get(&gw.url("/keep"), &[("host", "client.example:8000")]).await;
+    assert_eq!(up.last().headers["host"], "client.example:8000");
+    get(&gw.url("/swap"), &[("host", "client.example")]).await;
+    assert_eq!(up.last().headers["host"], up.addr.to_string().as_str());
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_a_502_with_kongs_message() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = Gateway::start(&svc("s", &format!("http://{dead}"), "    retries: 2\n", "      - paths: [\"/\"]\n")).await;
+    let got = get(&gw.url("/"), &[]).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.json()["message"], "An invalid response was received from the upstream server");
+}
+
+#[tokio::test]
+async fn a_hung_upstream_is_a_504_after_read_timeout_without_retry() {
+    let up = Upstream::start(|_| async {
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "    read_timeout: 300\n    retries: 5\n",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
+    let t = Instant::now();
+    let got = get(&gw.url("/"), &[]).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.json()["message"], "The upstream server is timing out");
+    // Answered by the service's read_timeout, not the 60 s default or 6x with retries.
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert_eq!(up.count(), 1, "a timed-out request is not sent again");
+}
+
+/// An upstream that reads one request (head and Content-Length body) and closes without
+/// answering: the request was seen, so replaying it could duplicate a write.
+async fn swallowing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            let seen = Arc::clone(&s2);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            return; // close without a response
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_post_the_upstream_saw_is_never_replayed_but_a_get_is_retried() {
+    let (addr, seen) = swallowing_upstream().await;
+    let gw = Gateway::start(&svc("s", &format!("http://{addr}"), "    retries: 3\n", "      - paths: [\"/\"]\n")).await;
+
+    let post = Request::post(gw.url("/orders"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"order\":1}")))
+        .unwrap();
+    let got = send(post).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "the POST reached the upstream exactly once");
+
+    let got = get(&gw.url("/orders"), &[]).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(seen.load(Ordering::SeqCst), 1 + 4, "a GET is tried once plus `retries` times");
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_weights_and_weight_zero_is_out() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let c = Upstream::echo("c").await;
+    let yaml = format!(
+        "_format_version: \"3.0\"\nupstreams:\n  - name: pool\n    targets:\n      - target: {}\n        weight: 300\n      - target: {}\n        weight: 100\n      - target: {}\n        weight: 0\nservices:\n  - name: s\n    host: pool\n    routes:\n      - paths: [\"/\"]\n",
+        a.addr, b.addr, c.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..40 {
+        assert_eq!(get(&gw.url("/"), &[]).await.status, 200);
+    }
+    assert_eq!((a.count(), b.count(), c.count()), (30, 10, 0));
+    // The target's address is the Host upstream (no preserve_host).
+    assert_eq!(a.last().headers["host"], a.addr.to_string().as_str());
+}
+
+#[tokio::test]
+async fn an_upstream_with_no_weight_left_is_a_503() {
+    let yaml = "_format_version: \"3.0\"\nupstreams:\n  - name: pool\n    targets:\n      - target: 127.0.0.1:1\n        weight: 0\nservices:\n  - name: s\n    host: pool\n    routes:\n      - paths: [\"/\"]\n";
+    let gw = Gateway::start(yaml).await;
+    let got = get(&gw.url("/"), &[]).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.json()["message"], "failure to get a peer from the ring-balancer");
+}
+
+#[tokio::test]
+async fn the_canonical_path_is_routed_and_forwarded() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/api\"]\n")).await;
+    let resp = raw(gw.addr, b"GET /static/../api//%7euser/./x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(up.last().uri, "/~user/x");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_before_any_upstream() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let cases: &[&[u8]] = &[
+        b"GET /a%00b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a%2fb HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a/..;/b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /a HTTP/1.1\r\n\r\n",
+        b"GET http://a/x HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for case in cases {
+        let resp = raw(gw.addr, case).await;
+        assert!(
+            resp.starts_with("HTTP/1.1 400"),
+            "{:?} -> {resp}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    assert_eq!(up.count(), 0, "nothing malformed reached the upstream");
+}
+
+#[tokio::test]
+async fn a_get_with_a_chunked_body_keeps_its_body() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let resp = raw(
+        gw.addr,
+        b"GET /search HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(up.last().body_len, 11);
+}
+
+#[tokio::test]
+async fn https_only_routes_answer_426_over_http() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/secure\"]\n        protocols: [https]\n",
+    ))
+    .await;
+    let got = get(&gw.url("/secure"), &[]).await;
+    assert_eq!(got.status, 426);
+    assert_eq!(got.json()["message"], "Please use HTTPS protocol");
+    assert_eq!(got.headers["upgrade"], "TLS/1.2, HTTP/1.1");
+}
+
+#[tokio::test]
+async fn h2c_clients_are_served() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let resp = client
+        .request(Request::get(gw.url("/h2?q=1")).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/h2?q=1");
+    assert_eq!(seen.headers["host"], up.addr.to_string().as_str());
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_both_ways() {
+    // 64 MiB up, streamed in chunks; the upstream counts what arrives.
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let (tx, body) = {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+        (tx, http_body_util::StreamBody::new(tokio_stream(rx)))
+    };
+    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    tokio::spawn(async move {
+        for _ in 0..64 {
+            if tx.send(Ok(http_body::Frame::data(chunk.clone()))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let resp = client
+        .request(Request::post(gw.url("/upload")).body(body).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().body_len, 64 << 20);
+}
+
+fn tokio_stream<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn status_reports_config_and_readiness() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    get(&gw.url("/"), &[]).await;
+    let st = get(&format!("http://{}/status", gw.status), &[]).await;
+    assert_eq!(st.status, 200);
+    let v = st.json();
+    assert_eq!(v["config"]["hash"], gw.shared.runtime.load().as_ref().unwrap().snapshot.hash.as_str());
+    assert_eq!(v["config"]["routes"], 1);
+    assert!(v["requests"]["total"].as_u64().unwrap() >= 1);
+    let ready = get(&format!("http://{}/status/ready", gw.status), &[]).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["message"], "ready");
+}

@@ -1,0 +1,76 @@
+//! The CLI as users run it: `portico validate` and `portico up`.
+
+#[path = "support/binary.rs"]
+mod binary;
+#[path = "../data-plane/tests/support/harness.rs"]
+mod harness;
+
+use binary::{portico, Portico};
+
+fn run_validate(yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("kong.yml");
+    std::fs::write(&p, yaml).unwrap();
+    let out = portico().args(["validate", "-f"]).arg(&p).env_remove("MISSING_KEY").output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_prints_a_summary_for_a_good_file() {
+    let (ok, out, _) = run_validate(
+        "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://a.internal\n    routes:\n      - paths: [\"/a\"]\n      - paths: [\"~/b/\\\\d+\"]\nupstreams:\n  - name: pool\n    targets:\n      - target: 10.0.0.1:80\n",
+    );
+    assert!(ok);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("OK: 1 service, 2 routes, 1 upstream (1 target)"), "{out}");
+}
+
+#[test]
+fn validate_reports_every_error_with_its_path_and_fails() {
+    let (ok, out, err) = run_validate(
+        "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://a.internal\n    pathz: /x\n    routes:\n      - paths: [\"~/(broken\"]\n  - name: a\n    url: http://b.internal\nroutes:\n  - service: nope\n    paths: [\"/c\"]\nconsumers:\n  - username: app\n    keyauth_credentials:\n      - key: ${MISSING_KEY}\n",
+    );
+    assert!(!ok);
+    assert!(out.is_empty());
+    for expected in ["pathz", "invalid regex", "uniqueness violation", "nope", "MISSING_KEY"] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(err.contains("consumers[0].keyauth_credentials[0].key"), "{err}");
+}
+
+#[test]
+fn validate_refuses_plugins_this_build_cannot_enforce() {
+    let (ok, _, err) = run_validate(
+        "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://a.internal\n    routes:\n      - paths: [\"/a\"]\n    plugins:\n      - name: key-auth\n",
+    );
+    assert!(!ok);
+    assert!(err.contains("plugins[0] (key-auth)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_the_quickstart_tour() {
+    // The echo upstream's port is fixed by the quickstart file (127.0.0.1:9080).
+    let mut cmd = portico();
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["--log-format", "json", "up", "--proxy-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"]);
+    let up = Portico::spawn(cmd);
+    let got = harness::get(&format!("http://{}/echo/hello?x=1", up.proxy), &[]).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let v = got.json();
+    assert_eq!(v["path"], "/hello");
+    assert_eq!(v["query"], "x=1");
+    assert_eq!(v["headers"]["x-forwarded-prefix"], "/echo");
+
+    let got = harness::get(&format!("http://{}/api/orders", up.proxy), &[("host", "api.example.com")]).await;
+    assert_eq!(got.json()["path"], "/v2/orders");
+    let got = harness::get(&format!("http://{}/users/42", up.proxy), &[]).await;
+    assert_eq!(got.json()["path"], "/users/42");
+    let got = harness::get(&format!("http://{}/users/42/x", up.proxy), &[]).await;
+    assert_eq!(got.status, 404, "the regex route is anchored with $");
+    let got = harness::get(&format!("http://{}/balanced/x", up.proxy), &[]).await;
+    assert_eq!(got.json()["path"], "/x");
+}
