@@ -16,7 +16,12 @@ use tokio::sync::watch;
 pub struct Cli {
     /// Log format: `text` for people, `json` for log pipelines. Levels via PORTICO_LOG / RUST_LOG
     /// (e.g. `info`, `portico_data_plane=debug`).
-    #[arg(long, global = true, env = "PORTICO_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "PORTICO_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: String,
 
     #[command(subcommand)]

@@ -11,7 +11,12 @@ fn run_validate(yaml: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("kong.yml");
     std::fs::write(&p, yaml).unwrap();
-    let out = portico().args(["validate", "-f"]).arg(&p).env_remove("MISSING_KEY").output().unwrap();
+    let out = portico()
+        .args(["validate", "-f"])
+        .arg(&p)
+        .env_remove("MISSING_KEY")
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -26,7 +31,10 @@ fn validate_prints_a_summary_for_a_good_file() {
     );
     assert!(ok);
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("OK: 1 service, 2 routes, 1 upstream (1 target)"), "{out}");
+    assert!(
+        out.contains("OK: 1 service, 2 routes, 1 upstream (1 target)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -36,10 +44,19 @@ fn validate_reports_every_error_with_its_path_and_fails() {
     );
     assert!(!ok);
     assert!(out.is_empty());
-    for expected in ["pathz", "invalid regex", "uniqueness violation", "nope", "MISSING_KEY"] {
+    for expected in [
+        "pathz",
+        "invalid regex",
+        "uniqueness violation",
+        "nope",
+        "MISSING_KEY",
+    ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
-    assert!(err.contains("consumers[0].keyauth_credentials[0].key"), "{err}");
+    assert!(
+        err.contains("consumers[0].keyauth_credentials[0].key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -53,10 +70,19 @@ fn validate_refuses_plugins_this_build_cannot_enforce() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_the_quickstart_tour() {
-    // The echo upstream's port is fixed by the quickstart file (127.0.0.1:9080).
+    // The shipped quickstart, with its echo port moved to a free one so the test does not depend
+    // on 9080 being free on this machine.
+    let echo_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let quickstart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/quickstart.yaml")).unwrap();
+    assert!(quickstart.contains("127.0.0.1:9080"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("quickstart.yaml");
+    std::fs::write(&config, quickstart.replace(":9080", &format!(":{echo_port}"))).unwrap();
     let mut cmd = portico();
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["--log-format", "json", "up", "--proxy-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"]);
+    cmd.args(["--log-format", "json", "up", "--proxy-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config)
+        .args(["--echo-listen", &format!("127.0.0.1:{echo_port}")]);
     let up = Portico::spawn(cmd);
     let got = harness::get(&format!("http://{}/echo/hello?x=1", up.proxy), &[]).await;
     assert_eq!(got.status, 200, "{}", got.body);
@@ -65,7 +91,11 @@ async fn up_serves_the_quickstart_tour() {
     assert_eq!(v["query"], "x=1");
     assert_eq!(v["headers"]["x-forwarded-prefix"], "/echo");
 
-    let got = harness::get(&format!("http://{}/api/orders", up.proxy), &[("host", "api.example.com")]).await;
+    let got = harness::get(
+        &format!("http://{}/api/orders", up.proxy),
+        &[("host", "api.example.com")],
+    )
+    .await;
     assert_eq!(got.json()["path"], "/v2/orders");
     let got = harness::get(&format!("http://{}/users/42", up.proxy), &[]).await;
     assert_eq!(got.json()["path"], "/users/42");

@@ -1,10 +1,10 @@
 //! End to end with the real binary: `portico dp --config FILE` hot reload under load, graceful
-//! drain on SIGTERM, streaming a 1 GiB body with flat memory.
+//! drain on SIGTERM, streaming 1 GiB each way with flat memory.
 
-#[path = "../data-plane/tests/support/harness.rs"]
-mod harness;
 #[path = "support/binary.rs"]
 mod binary;
+#[path = "../data-plane/tests/support/harness.rs"]
+mod harness;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,7 +82,10 @@ async fn twenty_reloads_under_concurrent_load_fail_no_request() {
             let mut sent = 0;
             while sent == 0 || !stop.load(Ordering::Relaxed) {
                 sent += 1;
-                let req = Request::get("/app/item").header("host", "gw").body(Empty::<Bytes>::new()).unwrap();
+                let req = Request::get("/app/item")
+                    .header("host", "gw")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
                 let result = async {
                     sender.ready().await?;
                     let resp = sender.send_request(req).await?;
@@ -95,7 +98,10 @@ async fn twenty_reloads_under_concurrent_load_fail_no_request() {
                     Ok((s, body)) if s == 200 && body.starts_with(b"app /v") => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok((s, body)) => failed.lock().unwrap().push(format!("{s}: {}", String::from_utf8_lossy(&body))),
+                    Ok((s, body)) => failed
+                        .lock()
+                        .unwrap()
+                        .push(format!("{s}: {}", String::from_utf8_lossy(&body))),
                     Err(e) => {
                         failed.lock().unwrap().push(format!("transport: {e}"));
                         return;
@@ -123,12 +129,20 @@ async fn twenty_reloads_under_concurrent_load_fail_no_request() {
             std::fs::write(&path, invalid(i / 3)).unwrap();
         }
         let status = dp.status;
-        let (g, b) = eventually(&format!("reload {i} to be reported"), Duration::from_secs(20), || async move {
-            let (g, b) = reloads(status).await;
-            (g > good || b > bad).then_some((g, b))
-        })
+        let (g, b) = eventually(
+            &format!("reload {i} to be reported"),
+            Duration::from_secs(20),
+            || async move {
+                let (g, b) = reloads(status).await;
+                (g > good || b > bad).then_some((g, b))
+            },
+        )
         .await;
-        assert_eq!((g > good, b > bad), (valid, !valid), "reload {i} (valid: {valid})");
+        assert_eq!(
+            (g > good, b > bad),
+            (valid, !valid),
+            "reload {i} (valid: {valid})"
+        );
         (good, bad) = (g, b);
     }
     stop.store(true, Ordering::Relaxed);
@@ -136,14 +150,22 @@ async fn twenty_reloads_under_concurrent_load_fail_no_request() {
         w.await.unwrap();
     }
     let failures = failed.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     let total = ok.load(Ordering::Relaxed);
     assert!(total >= 2000, "only {total} requests ran");
     // The last valid config is live; the invalid ones after it were refused with their errors.
     let got = get(&format!("http://{proxy}/app/x"), &[]).await;
     assert_eq!(got.body, format!("app /v{live}/x"));
     dp.pump_logs();
-    assert!(dp.log_lines.iter().any(|l| l.contains("config rejected") && l.contains("invalid regex")));
+    assert!(dp
+        .log_lines
+        .iter()
+        .any(|l| l.contains("config rejected") && l.contains("invalid regex")));
     eprintln!("{total} requests over {conns} connections across 20 reloads, none failed");
 }
 
@@ -172,11 +194,16 @@ async fn sighup_reloads_and_sigterm_drains_in_flight_requests() {
     })
     .await;
 
-    let in_flight = tokio::spawn(async move { get(&format!("http://{proxy}/app/slow"), &[]).await });
-    eventually("the slow request to reach the upstream", Duration::from_secs(10), || {
-        let n = slow.count();
-        async move { (n >= 1).then_some(()) }
-    })
+    let in_flight =
+        tokio::spawn(async move { get(&format!("http://{proxy}/app/slow"), &[]).await });
+    eventually(
+        "the slow request to reach the upstream",
+        Duration::from_secs(10),
+        || {
+            let n = slow.count();
+            async move { (n >= 1).then_some(()) }
+        },
+    )
     .await;
     dp.signal("TERM");
     let got = in_flight.await.unwrap();
@@ -184,17 +211,52 @@ async fn sighup_reloads_and_sigterm_drains_in_flight_requests() {
     assert_eq!(got.body, "done");
     let st = dp.wait_exit(Duration::from_secs(15));
     assert!(st.success(), "exit status {st:?}");
-    assert!(tokio::net::TcpStream::connect(proxy).await.is_err(), "still accepting after drain");
+    assert!(
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "still accepting after drain"
+    );
+}
+
+/// An upstream that answers every request with a 1 GiB body, streamed in 1 MiB chunks.
+async fn gigabyte_upstream() -> std::net::SocketAddr {
+    use hyper_util::rt::TokioExecutor;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    let chunk = Bytes::from(vec![b'y'; 1 << 20]);
+                    let frames = futures_util::stream::iter(
+                        (0..1024).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),
+                    );
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::StreamBody::new(frames)))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_gib_upload_streams_with_flat_memory() {
-    let up = Upstream::echo("sink").await;
+async fn one_gib_up_and_down_streams_with_flat_memory() {
+    let sink = Upstream::echo("sink").await;
+    let source = gigabyte_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kong.yml");
-    std::fs::write(&path, config(up.addr, 1)).unwrap();
+    let yaml = format!(
+        "{}  - name: source\n    url: http://{source}\n    routes:\n      - paths: [\"/download\"]\n",
+        config(sink.addr, 1)
+    );
+    std::fs::write(&path, yaml).unwrap();
     let dp = Portico::dp(&path, &[]);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
 
+    // Upload: 1 GiB in, counted by the upstream.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(8);
     let chunk = Bytes::from(vec![b'x'; 1 << 20]);
     tokio::spawn(async move {
@@ -206,14 +268,28 @@ async fn a_one_gib_upload_streams_with_flat_memory() {
     });
     let mut rx = rx;
     let body = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let resp = client
         .request(Request::post(format!("http://{}/app/upload", dp.proxy)).body(body).unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(up.last().body_len, 1 << 30);
+    assert_eq!(sink.last().body_len, 1 << 30);
+
+    // Download: 1 GiB out, counted here without keeping it.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let resp = client
+        .request(Request::get(format!("http://{}/download", dp.proxy)).body(http_body_util::Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0usize;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(got, 1 << 30);
+
     let peak = dp.peak_rss_kib().expect("VmHWM");
-    assert!(peak < 96 * 1024, "data plane peak RSS {peak} KiB while streaming 1 GiB");
-    eprintln!("1 GiB streamed; data plane peak RSS {} MiB", peak / 1024);
+    assert!(peak < 96 * 1024, "data plane peak RSS {peak} KiB while streaming 2 GiB");
+    eprintln!("1 GiB up and 1 GiB down; data plane peak RSS {} MiB", peak / 1024);
 }

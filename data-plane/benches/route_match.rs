@@ -36,7 +36,11 @@ fn route(i: usize, hosts: Vec<String>, paths: Vec<String>) -> Route {
         name: None,
         service: Some(Uuid::from_u128(1)),
         protocols: vec![Protocol::Http, Protocol::Https],
-        methods: if i % 4 == 0 { vec!["GET".into()] } else { vec![] },
+        methods: if i % 4 == 0 {
+            vec!["GET".into()]
+        } else {
+            vec![]
+        },
         hosts,
         paths,
         headers: BTreeMap::new(),
@@ -61,7 +65,11 @@ fn build(routes: Vec<Route>) -> Router {
 }
 
 /// (mix name, routes, [(case name, host, path)])
-type Mix = (&'static str, Vec<Route>, Vec<(&'static str, String, String)>);
+type Mix = (
+    &'static str,
+    Vec<Route>,
+    Vec<(&'static str, String, String)>,
+);
 
 fn prefix_only(n: usize) -> Mix {
     let routes = (0..n)
@@ -108,7 +116,11 @@ fn host_based(n: usize) -> Mix {
     let mid = n / 2 / 3 * 3;
     let cases = vec![
         ("hit", format!("h{mid}.example.com"), "/api/x".into()),
-        ("hit-wildcard", format!("a.w{}.example.com", mid + 1), "/api/x".into()),
+        (
+            "hit-wildcard",
+            format!("a.w{}.example.com", mid + 1),
+            "/api/x".into(),
+        ),
         ("miss", "nobody.example.org".into(), "/api/x".into()),
     ];
     ("hosts", routes, cases)

@@ -23,6 +23,12 @@ pub enum ProxyError {
     NoRoute,
     #[error("route accepts https only")]
     HttpsRequired,
+    #[error("route accepts https only; redirecting")]
+    HttpsRedirect { code: u16, location: String },
+    #[error("gRPC route requested over HTTP/1")]
+    Http2Required,
+    #[error("gRPC route requested without a gRPC content type")]
+    NotGrpc,
     #[error("route has no service")]
     NoService,
     #[error("no configuration loaded")]
@@ -49,7 +55,11 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::HttpsRequired => StatusCode::UPGRADE_REQUIRED,
+            ProxyError::HttpsRequired | ProxyError::Http2Required => StatusCode::UPGRADE_REQUIRED,
+            ProxyError::HttpsRedirect { code, .. } => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::PERMANENT_REDIRECT)
+            }
+            ProxyError::NotGrpc => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::NoService | ProxyError::NotReady | ProxyError::NoPeer => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -68,6 +78,9 @@ impl ProxyError {
             ProxyError::BadRequest(m) => m,
             ProxyError::NoRoute => "no Route matched with those values",
             ProxyError::HttpsRequired => "Please use HTTPS protocol",
+            ProxyError::HttpsRedirect { .. } => "Moved",
+            ProxyError::Http2Required => "Please use HTTP2 protocol",
+            ProxyError::NotGrpc => "Non-gRPC request matched gRPC route",
             ProxyError::NoService => "no Service found with those values",
             ProxyError::NotReady => "no configuration available",
             ProxyError::NoPeer => "failure to get a peer from the ring-balancer",
@@ -85,9 +98,12 @@ impl ProxyError {
     /// Who failed.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::NoRoute | ProxyError::HttpsRequired => {
-                Side::Downstream
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::NoRoute
+            | ProxyError::HttpsRequired
+            | ProxyError::HttpsRedirect { .. }
+            | ProxyError::Http2Required
+            | ProxyError::NotGrpc => Side::Downstream,
             ProxyError::NoService | ProxyError::NotReady | ProxyError::Internal(_) => {
                 Side::Internal
             }

@@ -58,16 +58,24 @@ pub async fn handle(
             }
             let id = request_id.to_str().unwrap_or("");
             let mut resp = error_response(status, err.client_message(), id, format);
-            if matches!(err, ProxyError::HttpsRequired) {
-                let h = resp.headers_mut();
-                h.insert(
-                    http::header::CONNECTION,
-                    HeaderValue::from_static("Upgrade"),
-                );
-                h.insert(
-                    http::header::UPGRADE,
-                    HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
-                );
+            match &err {
+                ProxyError::HttpsRequired => {
+                    let h = resp.headers_mut();
+                    h.insert(
+                        http::header::CONNECTION,
+                        HeaderValue::from_static("Upgrade"),
+                    );
+                    h.insert(
+                        http::header::UPGRADE,
+                        HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+                    );
+                }
+                ProxyError::HttpsRedirect { location, .. } => {
+                    if let Ok(loc) = HeaderValue::from_str(location) {
+                        resp.headers_mut().insert(http::header::LOCATION, loc);
+                    }
+                }
+                _ => {}
             }
             let h = resp.headers_mut();
             h.insert(SERVER, shared.server.clone());
@@ -192,10 +200,32 @@ async fn proxy(
             https,
         })
         .ok_or(ProxyError::NoRoute)?;
-    if m.https_required {
-        return Err(ProxyError::HttpsRequired);
-    }
     let route = &rt.snapshot.routes[m.route_index];
+    if m.https_required {
+        // Kong: 426 by default, or a redirect to the same URL over https.
+        return Err(match route.https_redirect_status_code {
+            426 => ProxyError::HttpsRequired,
+            code => ProxyError::HttpsRedirect {
+                code,
+                location: format!(
+                    "https://{host}{}",
+                    orig_uri.path_and_query().map_or("/", |pq| pq.as_str())
+                ),
+            },
+        });
+    }
+    if m.grpc_only {
+        if parts.version != Version::HTTP_2 {
+            return Err(ProxyError::Http2Required);
+        }
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc {
+            return Err(ProxyError::NotGrpc);
+        }
+    }
     let service: &CompiledService = m
         .service_index
         .and_then(|i| rt.services.get(i))

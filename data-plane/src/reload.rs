@@ -60,9 +60,18 @@ enum Trigger {
 }
 
 /// Reloads `path` on SIGHUP, and on change when `watch` is set, until `shutdown`.
-pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, watch: bool, shutdown: watch::Receiver<bool>) {
+pub async fn watch_file(
+    path: PathBuf,
+    shared: Arc<Shared>,
+    watch: bool,
+    shutdown: watch::Receiver<bool>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
-    let _watcher = if watch { watch_dir(&path, tx.clone()) } else { None };
+    let _watcher = if watch {
+        watch_dir(&path, tx.clone())
+    } else {
+        None
+    };
     spawn_sighup(tx);
 
     let mut last = std::fs::read(&path).ok().map(|b| content_digest(&b));
@@ -107,7 +116,10 @@ pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, watch: bool, shutdow
 }
 
 /// Watches the directory of `path` (editors replace files; Kubernetes swaps ConfigMap symlinks).
-fn watch_dir(path: &Path, tx: mpsc::UnboundedSender<Trigger>) -> Option<notify::RecommendedWatcher> {
+fn watch_dir(
+    path: &Path,
+    tx: mpsc::UnboundedSender<Trigger>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let dir = path
         .parent()

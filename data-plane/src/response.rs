@@ -68,12 +68,15 @@ impl Body for ProxyBody {
 
 /// An upstream response body that fails when the upstream stays silent longer than the read
 /// timeout between two frames (nginx's `proxy_read_timeout` semantics), so a stalled upstream
-/// cannot pin a client connection forever.
+/// cannot pin a client connection forever. Only time spent waiting on the upstream counts: a
+/// client that reads slowly never trips it.
 #[derive(Debug)]
 pub struct TimedBody {
     inner: Incoming,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// Whether the timer runs: armed when a poll finds no data, disarmed by the next frame.
+    waiting: bool,
 }
 
 impl TimedBody {
@@ -83,6 +86,7 @@ impl TimedBody {
             inner,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
         }
     }
 }
@@ -103,14 +107,20 @@ impl Body for TimedBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + this.timeout;
-                this.sleep.as_mut().reset(deadline);
+                this.waiting = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = Instant::now() + this.timeout;
+                    this.sleep.as_mut().reset(deadline);
+                }
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -79,7 +79,7 @@ impl Router {
     /// are left out, as Kong does).
     pub fn new(snapshot: &Snapshot) -> Result<Router, Vec<RouterError>> {
         let mut matchers = compile::compile(snapshot)?;
-        matchers.sort_by(|a, b| (b.priority, b.id).cmp(&(a.priority, a.id)));
+        matchers.sort_by_key(|m| std::cmp::Reverse((m.priority, m.id)));
         let index = Index::build(&matchers);
         let service_paths = snapshot
             .services
@@ -163,7 +163,7 @@ fn sanitize_uri_postfix(postfix: &str) -> &str {
 
 /// K:kong/router/utils.lua `get_upstream_uri_v0`, branch for branch.
 fn upstream_uri_v0(strip_path: bool, postfix: &str, req_path: &str, base: &str) -> String {
-    if base.ends_with('/') {
+    if let Some(base_dir) = base.strip_suffix('/') {
         if strip_path {
             if postfix.is_empty() {
                 if base == "/" {
@@ -172,11 +172,11 @@ fn upstream_uri_v0(strip_path: bool, postfix: &str, req_path: &str, base: &str) 
                 if req_path.ends_with('/') {
                     return base.to_owned();
                 }
-                return base[..base.len() - 1].to_owned();
+                return base_dir.to_owned();
             }
             if postfix.starts_with('/') {
                 // Double `/`: drop the base's.
-                return concat(&base[..base.len() - 1], postfix);
+                return concat(base_dir, postfix);
             }
             return concat(base, postfix);
         }

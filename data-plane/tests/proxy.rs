@@ -33,7 +33,10 @@ async fn strips_the_prefix_joins_the_service_path_and_passes_the_query() {
     assert_eq!(got.status, 200);
     assert_eq!(up.last().uri, "/svc/users?b=2&a=%20x");
     assert_eq!(got.headers["x-upstream"], "a");
-    assert!(got.headers["via"].to_str().unwrap().starts_with("1.1 portico/"));
+    assert!(got.headers["via"]
+        .to_str()
+        .unwrap()
+        .starts_with("1.1 portico/"));
     assert_eq!(got.headers["x-request-id"].len(), 24);
     assert!(got.headers.contains_key("x-portico-upstream-latency"));
     assert!(got.headers.contains_key("x-portico-proxy-latency"));
@@ -48,7 +51,13 @@ async fn strips_the_prefix_joins_the_service_path_and_passes_the_query() {
 #[tokio::test]
 async fn client_request_id_is_propagated() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let got = get(&gw.url("/x"), &[("x-request-id", "trace-42")]).await;
     assert_eq!(got.headers["x-request-id"], "trace-42");
     assert_eq!(up.last().headers["x-request-id"], "trace-42");
@@ -57,10 +66,19 @@ async fn client_request_id_is_propagated() {
 #[tokio::test]
 async fn no_route_answers_kongs_404_body_with_the_request_id() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/api\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/api\"]\n",
+    ))
+    .await;
     let got = get(&gw.url("/nothing"), &[]).await;
     assert_eq!(got.status, 404);
-    assert_eq!(got.headers["content-type"], "application/json; charset=utf-8");
+    assert_eq!(
+        got.headers["content-type"],
+        "application/json; charset=utf-8"
+    );
     let id = got.headers["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(
         got.body,
@@ -69,17 +87,30 @@ async fn no_route_answers_kongs_404_body_with_the_request_id() {
     assert_eq!(up.count(), 0);
 
     // Kong's error templates follow Accept.
-    let got = get(&gw.url("/nothing"), &[("accept", "text/html;q=0.9, text/plain")]).await;
+    let got = get(
+        &gw.url("/nothing"),
+        &[("accept", "text/html;q=0.9, text/plain")],
+    )
+    .await;
     assert_eq!(got.headers["content-type"], "text/plain; charset=utf-8");
-    assert!(got.body.starts_with("no Route matched with those values\nrequest_id: "));
+    assert!(got
+        .body
+        .starts_with("no Route matched with those values\nrequest_id: "));
     let got = get(&gw.url("/nothing"), &[("accept", "text/html")]).await;
-    assert!(got.body.contains("<p>no Route matched with those values.</p>"));
+    assert!(got
+        .body
+        .contains("<p>no Route matched with those values.</p>"));
 }
 
 #[tokio::test]
 async fn forwarding_headers_are_regenerated_for_untrusted_clients() {
     let up = Upstream::echo("a").await;
-    let yaml = svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/p\"]\n        strip_path: false\n");
+    let yaml = svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/p\"]\n        strip_path: false\n",
+    );
     let spoof = [
         ("x-forwarded-for", "6.6.6.6"),
         ("x-forwarded-proto", "https"),
@@ -112,7 +143,10 @@ async fn forwarding_headers_are_regenerated_for_untrusted_clients() {
     assert_eq!(h["x-real-ip"], "6.6.6.6");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "evil.example");
-    assert!(h.get("x-consumer-username").is_none(), "identity headers are never trusted");
+    assert!(
+        h.get("x-consumer-username").is_none(),
+        "identity headers are never trusted"
+    );
 }
 
 #[tokio::test]
@@ -127,7 +161,13 @@ async fn hop_by_hop_headers_are_removed_in_both_directions() {
             .unwrap()
     })
     .await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let resp = raw(
         gw.addr,
         b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret, X-Forwarded-For\r\nX-Secret: s\r\nKeep-Alive: 1\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n\r\n",
@@ -138,7 +178,14 @@ async fn hop_by_hop_headers_are_removed_in_both_directions() {
     assert!(!lower.contains("x-internal"), "{resp}");
     assert!(lower.contains("x-kept: yes"));
     let h = up.last().headers;
-    for gone in ["x-secret", "keep-alive", "upgrade", "http2-settings", "te", "proxy-connection"] {
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "upgrade",
+        "http2-settings",
+        "te",
+        "proxy-connection",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream");
     }
     // Listing X-Forwarded-For in Connection does not delete ours.
@@ -165,10 +212,19 @@ async fn a_dead_upstream_is_a_502_with_kongs_message() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let gw = Gateway::start(&svc("s", &format!("http://{dead}"), "    retries: 2\n", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{dead}"),
+        "    retries: 2\n",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let got = get(&gw.url("/"), &[]).await;
     assert_eq!(got.status, 502);
-    assert_eq!(got.json()["message"], "An invalid response was received from the upstream server");
+    assert_eq!(
+        got.json()["message"],
+        "An invalid response was received from the upstream server"
+    );
 }
 
 #[tokio::test]
@@ -191,7 +247,11 @@ async fn a_hung_upstream_is_a_504_after_read_timeout_without_retry() {
     assert_eq!(got.json()["message"], "The upstream server is timing out");
     // Answered by the service's read_timeout, not the 60 s default or 6x with retries.
     assert!(t.elapsed() >= Duration::from_millis(300));
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(up.count(), 1, "a timed-out request is not sent again");
 }
 
@@ -205,13 +265,17 @@ async fn swallowing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let s2 = Arc::clone(&seen);
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             let seen = Arc::clone(&s2);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
                 loop {
-                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -220,7 +284,11 @@ async fn swallowing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                     if let Some(end) = text.find("\r\n\r\n") {
                         let len = text[..end]
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + len {
                             seen.fetch_add(1, Ordering::SeqCst);
@@ -237,7 +305,13 @@ async fn swallowing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_post_the_upstream_saw_is_never_replayed_but_a_get_is_retried() {
     let (addr, seen) = swallowing_upstream().await;
-    let gw = Gateway::start(&svc("s", &format!("http://{addr}"), "    retries: 3\n", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{addr}"),
+        "    retries: 3\n",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
 
     let post = Request::post(gw.url("/orders"))
         .header("content-type", "application/json")
@@ -245,11 +319,19 @@ async fn a_post_the_upstream_saw_is_never_replayed_but_a_get_is_retried() {
         .unwrap();
     let got = send(post).await;
     assert_eq!(got.status, 502);
-    assert_eq!(seen.load(Ordering::SeqCst), 1, "the POST reached the upstream exactly once");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the POST reached the upstream exactly once"
+    );
 
     let got = get(&gw.url("/orders"), &[]).await;
     assert_eq!(got.status, 502);
-    assert_eq!(seen.load(Ordering::SeqCst), 1 + 4, "a GET is tried once plus `retries` times");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1 + 4,
+        "a GET is tried once plus `retries` times"
+    );
 }
 
 #[tokio::test]
@@ -276,14 +358,27 @@ async fn an_upstream_with_no_weight_left_is_a_503() {
     let gw = Gateway::start(yaml).await;
     let got = get(&gw.url("/"), &[]).await;
     assert_eq!(got.status, 503);
-    assert_eq!(got.json()["message"], "failure to get a peer from the ring-balancer");
+    assert_eq!(
+        got.json()["message"],
+        "failure to get a peer from the ring-balancer"
+    );
 }
 
 #[tokio::test]
 async fn the_canonical_path_is_routed_and_forwarded() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/api\"]\n")).await;
-    let resp = raw(gw.addr, b"GET /static/../api//%7euser/./x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/api\"]\n",
+    ))
+    .await;
+    let resp = raw(
+        gw.addr,
+        b"GET /static/../api//%7euser/./x HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(up.last().uri, "/~user/x");
 }
@@ -291,7 +386,13 @@ async fn the_canonical_path_is_routed_and_forwarded() {
 #[tokio::test]
 async fn malformed_requests_are_refused_before_any_upstream() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let cases: &[&[u8]] = &[
         b"GET /a%00b HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET /a%2fb HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -316,7 +417,13 @@ async fn malformed_requests_are_refused_before_any_upstream() {
 #[tokio::test]
 async fn a_get_with_a_chunked_body_keeps_its_body() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let resp = raw(
         gw.addr,
         b"GET /search HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -343,14 +450,68 @@ async fn https_only_routes_answer_426_over_http() {
 }
 
 #[tokio::test]
+async fn https_only_routes_can_redirect_instead() {
+    let up = Upstream::echo("a").await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/secure\"]\n        protocols: [https]\n        https_redirect_status_code: 308\n",
+    ))
+    .await;
+    let got = get(&gw.url("/secure/x?a=1"), &[("host", "shop.example:8000")]).await;
+    assert_eq!(got.status, 308);
+    assert_eq!(got.headers["location"], "https://shop.example/secure/x?a=1");
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn readiness_is_503_until_a_config_is_live() {
+    let shared = portico_data_plane::Shared::new(Default::default());
+    let listeners = portico_data_plane::Listeners {
+        proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        status: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let (proxy, status) = (
+        listeners.proxy.local_addr().unwrap(),
+        listeners.status.local_addr().unwrap(),
+    );
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(portico_data_plane::serve(
+        shared,
+        listeners,
+        rx,
+        Duration::from_secs(1),
+    ));
+    let ready = get(&format!("http://{status}/status/ready"), &[]).await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("no configuration available"));
+    let got = get(&format!("http://{proxy}/x"), &[]).await;
+    assert_eq!(got.status, 503);
+}
+
+#[tokio::test]
 async fn h2c_clients_are_served() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
     let resp = client
-        .request(Request::get(gw.url("/h2?q=1")).body(Full::new(Bytes::new())).unwrap())
+        .request(
+            Request::get(gw.url("/h2?q=1"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -364,20 +525,32 @@ async fn h2c_clients_are_served() {
 async fn large_bodies_stream_through_both_ways() {
     // 64 MiB up, streamed in chunks; the upstream counts what arrives.
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let (tx, body) = {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
         (tx, http_body_util::StreamBody::new(tokio_stream(rx)))
     };
     let chunk = Bytes::from(vec![7u8; 1 << 20]);
     tokio::spawn(async move {
         for _ in 0..64 {
-            if tx.send(Ok(http_body::Frame::data(chunk.clone()))).await.is_err() {
+            if tx
+                .send(Ok(http_body::Frame::data(chunk.clone())))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     });
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let resp = client
         .request(Request::post(gw.url("/upload")).body(body).unwrap())
         .await
@@ -395,15 +568,57 @@ fn tokio_stream<T: Send + 'static>(
 #[tokio::test]
 async fn status_reports_config_and_readiness() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc("s", &format!("http://{}", up.addr), "", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{}", up.addr),
+        "",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     get(&gw.url("/"), &[]).await;
     let st = get(&format!("http://{}/status", gw.status), &[]).await;
     assert_eq!(st.status, 200);
     let v = st.json();
-    assert_eq!(v["config"]["hash"], gw.shared.runtime.load().as_ref().unwrap().snapshot.hash.as_str());
+    assert_eq!(
+        v["config"]["hash"],
+        gw.shared
+            .runtime
+            .load()
+            .as_ref()
+            .unwrap()
+            .snapshot
+            .hash
+            .as_str()
+    );
     assert_eq!(v["config"]["routes"], 1);
     assert!(v["requests"]["total"].as_u64().unwrap() >= 1);
     let ready = get(&format!("http://{}/status/ready", gw.status), &[]).await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["message"], "ready");
+}
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_after_read_timeout() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await.unwrap();
+        // ...and never the other 95 bytes; hold the socket open.
+        std::future::pending::<()>().await;
+    });
+    let gw = Gateway::start(&svc("s", &format!("http://{addr}"), "    read_timeout: 300\n", "      - paths: [\"/\"]\n")).await;
+    let t = Instant::now();
+    let resp = harness::client()
+        .request(Request::get(gw.url("/")).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await;
+    assert!(body.is_err(), "a truncated body must not look complete");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
 }

@@ -29,14 +29,21 @@ impl Portico {
         let mut cmd = portico();
         cmd.args(["--log-format", "json", "dp", "--config"])
             .arg(config)
-            .args(["--proxy-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"])
+            .args([
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--status-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra);
         Portico::spawn(cmd)
     }
 
     /// Spawns `cmd` (which must log JSON) and waits for "proxy listening" and "status listening".
     pub fn spawn(mut cmd: Command) -> Portico {
-        cmd.env("PORTICO_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("PORTICO_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start portico");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -80,7 +87,10 @@ impl Portico {
                         return line;
                     }
                 }
-                Err(_) => panic!("no matching log line; log so far:\n{}", self.log_lines.join("\n")),
+                Err(_) => panic!(
+                    "no matching log line; log so far:\n{}",
+                    self.log_lines.join("\n")
+                ),
             }
         }
     }
@@ -110,7 +120,10 @@ impl Portico {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(Instant::now() < deadline, "portico did not exit in {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "portico did not exit in {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -143,7 +156,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -62,7 +62,9 @@ impl Upstream {
         let (s2, h2) = (Arc::clone(&seen), Arc::clone(&hits));
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (f, seen, hits) = (f.clone(), Arc::clone(&s2), Arc::clone(&h2));
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -96,7 +98,12 @@ impl Upstream {
 
     /// The last request seen.
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
 
     pub fn count(&self) -> usize {
@@ -139,7 +146,13 @@ impl Gateway {
             rx,
             Duration::from_secs(5),
         ));
-        Gateway { addr, status, shared, shutdown: tx, task }
+        Gateway {
+            addr,
+            status,
+            shared,
+            shutdown: tx,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:port{path}`.
@@ -213,9 +226,11 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
                 let text = String::from_utf8_lossy(&out);
                 if let Some(head_end) = text.find("\r\n\r\n") {
                     let head = &text[..head_end];
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+                    let len = head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
                     if let Some(len) = len {
                         if out.len() >= head_end + 4 + len {
                             break;
