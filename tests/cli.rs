@@ -72,17 +72,37 @@ fn validate_refuses_plugins_this_build_cannot_enforce() {
 async fn up_serves_the_quickstart_tour() {
     // The shipped quickstart, with its echo port moved to a free one so the test does not depend
     // on 9080 being free on this machine.
-    let echo_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let quickstart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/quickstart.yaml")).unwrap();
+    let echo_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let quickstart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/quickstart.yaml"
+    ))
+    .unwrap();
     assert!(quickstart.contains("127.0.0.1:9080"));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("quickstart.yaml");
-    std::fs::write(&config, quickstart.replace(":9080", &format!(":{echo_port}"))).unwrap();
+    std::fs::write(
+        &config,
+        quickstart.replace(":9080", &format!(":{echo_port}")),
+    )
+    .unwrap();
     let mut cmd = portico();
-    cmd.args(["--log-format", "json", "up", "--proxy-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&config)
-        .args(["--echo-listen", &format!("127.0.0.1:{echo_port}")]);
+    cmd.args([
+        "--log-format",
+        "json",
+        "up",
+        "--proxy-listen",
+        "127.0.0.1:0",
+        "--status-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .args(["--echo-listen", &format!("127.0.0.1:{echo_port}")]);
     let up = Portico::spawn(cmd);
     let got = harness::get(&format!("http://{}/echo/hello?x=1", up.proxy), &[]).await;
     assert_eq!(got.status, 200, "{}", got.body);

@@ -224,14 +224,18 @@ async fn gigabyte_upstream() -> std::net::SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|_req| async {
                     let chunk = Bytes::from(vec![b'y'; 1 << 20]);
-                    let frames = futures_util::stream::iter(
-                        (0..1024).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),
-                    );
-                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::StreamBody::new(frames)))
+                    let frames = futures_util::stream::iter((0..1024).map(move |_| {
+                        Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))
+                    }));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::StreamBody::new(frames),
+                    ))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), svc)
@@ -254,31 +258,46 @@ async fn one_gib_up_and_down_streams_with_flat_memory() {
     );
     std::fs::write(&path, yaml).unwrap();
     let dp = Portico::dp(&path, &[]);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
 
     // Upload: 1 GiB in, counted by the upstream.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(8);
     let chunk = Bytes::from(vec![b'x'; 1 << 20]);
     tokio::spawn(async move {
         for _ in 0..1024 {
-            if tx.send(Ok(http_body::Frame::data(chunk.clone()))).await.is_err() {
+            if tx
+                .send(Ok(http_body::Frame::data(chunk.clone())))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     });
     let mut rx = rx;
-    let body = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let body =
+        http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let resp = client
-        .request(Request::post(format!("http://{}/app/upload", dp.proxy)).body(body).unwrap())
+        .request(
+            Request::post(format!("http://{}/app/upload", dp.proxy))
+                .body(body)
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(sink.last().body_len, 1 << 30);
 
     // Download: 1 GiB out, counted here without keeping it.
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let resp = client
-        .request(Request::get(format!("http://{}/download", dp.proxy)).body(http_body_util::Empty::<Bytes>::new()).unwrap())
+        .request(
+            Request::get(format!("http://{}/download", dp.proxy))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -290,6 +309,12 @@ async fn one_gib_up_and_down_streams_with_flat_memory() {
     assert_eq!(got, 1 << 30);
 
     let peak = dp.peak_rss_kib().expect("VmHWM");
-    assert!(peak < 96 * 1024, "data plane peak RSS {peak} KiB while streaming 2 GiB");
-    eprintln!("1 GiB up and 1 GiB down; data plane peak RSS {} MiB", peak / 1024);
+    assert!(
+        peak < 96 * 1024,
+        "data plane peak RSS {peak} KiB while streaming 2 GiB"
+    );
+    eprintln!(
+        "1 GiB up and 1 GiB down; data plane peak RSS {} MiB",
+        peak / 1024
+    );
 }

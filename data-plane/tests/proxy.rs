@@ -607,18 +607,34 @@ async fn an_upstream_that_stalls_mid_body_is_cut_after_read_timeout() {
         let (mut s, _) = l.accept().await.unwrap();
         let mut buf = [0u8; 2048];
         let _ = s.read(&mut buf).await;
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+            .await
+            .unwrap();
         // ...and never the other 95 bytes; hold the socket open.
         std::future::pending::<()>().await;
     });
-    let gw = Gateway::start(&svc("s", &format!("http://{addr}"), "    read_timeout: 300\n", "      - paths: [\"/\"]\n")).await;
+    let gw = Gateway::start(&svc(
+        "s",
+        &format!("http://{addr}"),
+        "    read_timeout: 300\n",
+        "      - paths: [\"/\"]\n",
+    ))
+    .await;
     let t = Instant::now();
     let resp = harness::client()
-        .request(Request::get(gw.url("/")).body(Full::new(Bytes::new())).unwrap())
+        .request(
+            Request::get(gw.url("/"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await;
     assert!(body.is_err(), "a truncated body must not look complete");
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
 }
