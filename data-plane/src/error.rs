@@ -66,7 +66,7 @@ impl ProxyError {
             ProxyError::Resolve(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout | ProxyError::ReadTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(e) if is_timeout(e) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -89,7 +89,7 @@ impl ProxyError {
                 "The upstream server is timing out"
             }
             ProxyError::Connect(_) => "An invalid response was received from the upstream server",
-            ProxyError::Upstream(e) if e.is_timeout() => "The upstream server is timing out",
+            ProxyError::Upstream(e) if is_timeout(e) => "The upstream server is timing out",
             ProxyError::Upstream(_) => "An invalid response was received from the upstream server",
             ProxyError::Internal(_) => "An unexpected error occurred",
         }
@@ -115,4 +115,22 @@ impl ProxyError {
             | ProxyError::Upstream(_) => Side::Upstream,
         }
     }
+}
+
+/// Whether an upstream error is a timeout: hyper's own, or an I/O timeout underneath it (the
+/// write timeout on the upstream socket surfaces as `io::ErrorKind::TimedOut`).
+fn is_timeout(e: &hyper::Error) -> bool {
+    if e.is_timeout() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }

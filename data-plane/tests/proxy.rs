@@ -19,6 +19,17 @@ fn svc(name: &str, url: &str, extra: &str, routes: &str) -> String {
     )
 }
 
+/// A gateway with one catch-all route to a service at `addr` (`extra`: more service fields).
+async fn catch_all(addr: std::net::SocketAddr, extra: &str) -> Gateway {
+    Gateway::start(&svc(
+        "s",
+        &format!("http://{addr}"),
+        extra,
+        "      - paths: [\"/\"]\n",
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn strips_the_prefix_joins_the_service_path_and_passes_the_query() {
     let up = Upstream::echo("a").await;
@@ -51,13 +62,7 @@ async fn strips_the_prefix_joins_the_service_path_and_passes_the_query() {
 #[tokio::test]
 async fn client_request_id_is_propagated() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "").await;
     let got = get(&gw.url("/x"), &[("x-request-id", "trace-42")]).await;
     assert_eq!(got.headers["x-request-id"], "trace-42");
     assert_eq!(up.last().headers["x-request-id"], "trace-42");
@@ -161,13 +166,7 @@ async fn hop_by_hop_headers_are_removed_in_both_directions() {
             .unwrap()
     })
     .await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "").await;
     let resp = raw(
         gw.addr,
         b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret, X-Forwarded-For\r\nX-Secret: s\r\nKeep-Alive: 1\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n\r\n",
@@ -212,13 +211,7 @@ async fn a_dead_upstream_is_a_502_with_kongs_message() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{dead}"),
-        "    retries: 2\n",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(dead, "    retries: 2\n").await;
     let got = get(&gw.url("/"), &[]).await;
     assert_eq!(got.status, 502);
     assert_eq!(
@@ -234,13 +227,7 @@ async fn a_hung_upstream_is_a_504_after_read_timeout_without_retry() {
         unreachable!()
     })
     .await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "    read_timeout: 300\n    retries: 5\n",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "    read_timeout: 300\n    retries: 5\n").await;
     let t = Instant::now();
     let got = get(&gw.url("/"), &[]).await;
     assert_eq!(got.status, 504);
@@ -253,6 +240,51 @@ async fn a_hung_upstream_is_a_504_after_read_timeout_without_retry() {
         t.elapsed()
     );
     assert_eq!(up.count(), 1, "a timed-out request is not sent again");
+}
+
+/// A listening socket whose accept queue is full and never drained: the kernel drops further
+/// SYNs, so a connect to it hangs, as to a host that does not answer (without leaving loopback).
+fn blackhole() -> (
+    std::net::SocketAddr,
+    Vec<std::net::TcpStream>,
+    socket2::Socket,
+) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fill.push(s),
+            Err(_) => return (addr, fill, sock),
+        }
+    }
+    panic!("could not fill the accept queue of {addr}");
+}
+
+#[tokio::test]
+async fn an_unanswered_connect_is_a_504_after_connect_timeout() {
+    let (addr, _fill, _sock) = blackhole();
+    let gw = catch_all(addr, "    connect_timeout: 250\n    retries: 1\n").await;
+    let t = Instant::now();
+    let got = get(&gw.url("/"), &[]).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.json()["message"], "The upstream server is timing out");
+    // Two attempts (retries: 1) of 250 ms each, not the 60 s default.
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 /// An upstream that reads one request (head and Content-Length body) and closes without
@@ -305,13 +337,7 @@ async fn swallowing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_post_the_upstream_saw_is_never_replayed_but_a_get_is_retried() {
     let (addr, seen) = swallowing_upstream().await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{addr}"),
-        "    retries: 3\n",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(addr, "    retries: 3\n").await;
 
     let post = Request::post(gw.url("/orders"))
         .header("content-type", "application/json")
@@ -386,13 +412,7 @@ async fn the_canonical_path_is_routed_and_forwarded() {
 #[tokio::test]
 async fn malformed_requests_are_refused_before_any_upstream() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "").await;
     let cases: &[&[u8]] = &[
         b"GET /a%00b HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET /a%2fb HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -417,13 +437,7 @@ async fn malformed_requests_are_refused_before_any_upstream() {
 #[tokio::test]
 async fn a_get_with_a_chunked_body_keeps_its_body() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "").await;
     let resp = raw(
         gw.addr,
         b"GET /search HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -496,13 +510,7 @@ async fn readiness_is_503_until_a_config_is_live() {
 #[tokio::test]
 async fn h2c_clients_are_served() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "").await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
@@ -525,13 +533,7 @@ async fn h2c_clients_are_served() {
 async fn large_bodies_stream_through_both_ways() {
     // 64 MiB up, streamed in chunks; the upstream counts what arrives.
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "").await;
     let (tx, body) = {
         let (tx, rx) =
             tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
@@ -568,13 +570,7 @@ fn tokio_stream<T: Send + 'static>(
 #[tokio::test]
 async fn status_reports_config_and_readiness() {
     let up = Upstream::echo("a").await;
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{}", up.addr),
-        "",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(up.addr, "").await;
     get(&gw.url("/"), &[]).await;
     let st = get(&format!("http://{}/status", gw.status), &[]).await;
     assert_eq!(st.status, 200);
@@ -613,13 +609,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_after_read_timeout() {
         // ...and never the other 95 bytes; hold the socket open.
         std::future::pending::<()>().await;
     });
-    let gw = Gateway::start(&svc(
-        "s",
-        &format!("http://{addr}"),
-        "    read_timeout: 300\n",
-        "      - paths: [\"/\"]\n",
-    ))
-    .await;
+    let gw = catch_all(addr, "    read_timeout: 300\n").await;
     let t = Instant::now();
     let resp = harness::client()
         .request(
@@ -637,4 +627,53 @@ async fn an_upstream_that_stalls_mid_body_is_cut_after_read_timeout() {
         "took {:?}",
         t.elapsed()
     );
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_is_a_504_after_write_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Accepts, then never reads: once the socket buffers fill, writes stall.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let gw = catch_all(addr, "    write_timeout: 300\n    retries: 0\n").await;
+
+    let len = 256usize << 20;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..256 {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let head = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = rd.read(&mut tmp).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&tmp[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+    .await
+    .expect("no response while the upstream stalled");
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(t.elapsed() < Duration::from_secs(10));
 }
