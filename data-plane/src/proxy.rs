@@ -43,7 +43,7 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     shared.stats.requests_total.fetch_add(1, Ordering::Relaxed);
-    shared.stats.requests_active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveRequest::enter(&shared.stats.requests_active);
     let request_id = shared.ids.for_request(req.headers());
     let format = ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT));
 
@@ -87,8 +87,24 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(REQUEST_ID, request_id);
-    shared.stats.requests_active.fetch_sub(1, Ordering::Relaxed);
     resp
+}
+
+/// Counts a request as active until dropped, also when the client goes away mid-request and
+/// hyper drops the handler.
+struct ActiveRequest<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> ActiveRequest<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(counter)
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Validates the request's host: HTTP/1.1 carries exactly one Host, and an absolute-form target

@@ -677,3 +677,37 @@ async fn an_upstream_that_stops_reading_is_a_504_after_write_timeout() {
     assert!(head.starts_with("HTTP/1.1 504"), "{head}");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_request_is_no_longer_counted() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start(|_| async {
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let gw = catch_all(up.addr, "").await;
+    let active = |gw: &Gateway| {
+        gw.shared
+            .stats
+            .requests_active
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.count() == 0 || active(&gw) != 1 {
+        assert!(Instant::now() < deadline, "request never became active");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(s);
+    while active(&gw) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned request is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
