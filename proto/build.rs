@@ -2,7 +2,10 @@
 //! no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/portico/v1/discovery.proto"];
+    let protos = [
+        "proto/portico/v1/discovery.proto",
+        "proto/portico/v1/admin.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
