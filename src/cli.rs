@@ -1,7 +1,17 @@
 //! Command-line interface: every flag is also a `PORTICO_*` environment variable.
 
+mod admin;
+mod apply;
+mod certs;
+mod cp;
+mod diff;
 mod dp;
 mod echo;
+mod get;
+mod history;
+mod live;
+mod rollback;
+mod status;
 mod up;
 mod validate;
 
@@ -30,23 +40,47 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a data plane (DB-less: from a Kong declarative file, reloaded on change and SIGHUP).
+    /// Run the control plane: config store, snapshots per node group, admin and cluster APIs.
+    Cp(cp::Args),
+    /// Run a data plane, fed by a control plane or (DB-less) by a Kong declarative file.
     Dp(dp::Args),
-    /// Start Portico on the quickstart config with a demo upstream: the 5-minute tour.
+    /// Control plane + data plane + demo upstream in one process, on the quickstart config.
     Up(up::Args),
     /// Check a Kong declarative file offline and print what it holds, or every error.
     Validate(validate::Args),
     /// Run a small HTTP echo server (the quickstart's and the benchmarks' upstream).
     Echo(echo::Args),
+    /// Cluster certificates for mutual TLS between control plane and data planes.
+    Certs(certs::Args),
+    /// Validate a file locally and apply it to a node group on the control plane.
+    Apply(apply::Args),
+    /// Entity-level differences between a file and what a group serves (exit 1 if any).
+    Diff(diff::Args),
+    /// List what a group serves: services, routes, consumers, plugins, upstreams.
+    Get(get::Args),
+    /// Groups and data planes, as tables.
+    Status(status::Args),
+    /// The versions applied to a group.
+    History(history::Args),
+    /// Make a past version live again (as a new version).
+    Rollback(rollback::Args),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(a) => validate::run(a),
+        Command::Cp(a) => runtime()?.block_on(cp::run(a)),
         Command::Dp(a) => runtime()?.block_on(dp::run(a)),
         Command::Up(a) => runtime()?.block_on(up::run(a)),
         Command::Echo(a) => runtime()?.block_on(echo::run(a)),
+        Command::Certs(a) => certs::run(a),
+        Command::Apply(a) => client_runtime()?.block_on(apply::run(a)),
+        Command::Diff(a) => client_runtime()?.block_on(diff::run(a)),
+        Command::Get(a) => client_runtime()?.block_on(get::run(a)),
+        Command::Status(a) => client_runtime()?.block_on(status::run(a)),
+        Command::History(a) => client_runtime()?.block_on(history::run(a)),
+        Command::Rollback(a) => client_runtime()?.block_on(rollback::run(a)),
     }
 }
 
@@ -54,6 +88,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("portico-worker")
+        .build()?)
+}
+
+/// A small runtime for one-shot CLI calls.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()?)
 }
 

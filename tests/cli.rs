@@ -100,10 +100,30 @@ async fn up_serves_the_quickstart_tour() {
         "--status-listen",
         "127.0.0.1:0",
     ])
+    .args([
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"))
     .arg("--config")
     .arg(&config)
     .args(["--echo-listen", &format!("127.0.0.1:{echo_port}")]);
-    let up = Portico::spawn(cmd);
+    let up = Portico::spawn_waiting(cmd, &["admin", "cluster", "proxy", "status"]);
+    // The embedded data plane gets the quickstart from the embedded control plane.
+    let ready = format!("http://{}/status/ready", up.status);
+    binary::eventually(
+        "the embedded data plane to be ready",
+        std::time::Duration::from_secs(20),
+        || {
+            let u = ready.clone();
+            async move { (harness::get(&u, &[]).await.status == 200).then_some(()) }
+        },
+    )
+    .await;
+
     let got = harness::get(&format!("http://{}/echo/hello?x=1", up.proxy), &[]).await;
     assert_eq!(got.status, 200, "{}", got.body);
     let v = got.json();
@@ -123,4 +143,16 @@ async fn up_serves_the_quickstart_tour() {
     assert_eq!(got.status, 404, "the regex route is anchored with $");
     let got = harness::get(&format!("http://{}/balanced/x", up.proxy), &[]).await;
     assert_eq!(got.json()["path"], "/x");
+
+    // The CLI sees the embedded control plane and its one data plane.
+    let out = portico()
+        .args(["status", "--admin-url", &up.admin_url()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("local") && l.contains("in_sync")),
+        "{out}"
+    );
 }

@@ -6,6 +6,8 @@
 //! plane: a data plane runs from a file alone, or from whatever a control plane streams to it.
 
 pub mod balancer;
+pub mod cache;
+pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod pool;
@@ -28,6 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use discovery::{ClientTls, ControlPlaneOptions};
 pub use state::Shared;
 
 /// How a file-fed data plane runs.
@@ -50,6 +53,8 @@ pub enum StartError {
     InvalidConfig { file: String, errors: Vec<String> },
     #[error("--trusted-ips: {0}")]
     TrustedIps(String),
+    #[error(transparent)]
+    ControlPlane(#[from] discovery::SetupError),
 }
 
 /// Listeners a data plane serves on, already bound.
@@ -104,6 +109,26 @@ pub async fn run_from_file(
         shutdown.clone(),
     ));
     serve(shared, listeners, shutdown, opts.drain_timeout).await;
+    Ok(())
+}
+
+/// Serves the snapshot cached for the group (if any) at once, then keeps a discovery stream to
+/// the control plane in the background while serving until `shutdown`. Only bad options (URL,
+/// TLS files, trusted IPs) stop it from starting; an unreachable control plane never does.
+pub async fn run_from_control_plane(
+    opts: ControlPlaneOptions,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    let trusted = headers::TrustedIps::parse(&opts.trusted_ips).map_err(StartError::TrustedIps)?;
+    let drain = opts.drain_timeout;
+    let shared = Shared::new(trusted);
+    let client = discovery::Client::new(opts, Arc::clone(&shared))?;
+    client.serve_cache().await;
+    let discovery = tokio::spawn(client.run(shutdown.clone()));
+    serve(shared, listeners, shutdown, drain).await;
+    // The client watches the same shutdown signal; this only waits for its last log line.
+    let _ = discovery.await;
     Ok(())
 }
 

@@ -45,6 +45,9 @@ pub struct Runtime {
     /// Index-aligned with `snapshot.services`; `None` for disabled services.
     pub services: Vec<Option<CompiledService>>,
     pub loaded_at: SystemTime,
+    /// The control plane's version of this snapshot; 0 for a file-fed config. Kept here, not
+    /// beside the `ArcSwap`, so the runtime and its version are published by the same store.
+    pub version: u64,
 }
 
 /// Plugins this data plane can run. Empty until the plugin pipeline lands: a config that asks
@@ -132,6 +135,7 @@ impl Runtime {
                 router,
                 services,
                 loaded_at: SystemTime::now(),
+                version: 0,
             }),
             _ => Err(issues),
         }

@@ -2,7 +2,7 @@
 //! runtime (one `ArcSwap`), connection pools, counters, reload status.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -46,6 +46,8 @@ pub struct Shared {
     pub via: HeaderValue,
     /// `Server` value for responses Portico generates itself.
     pub server: HeaderValue,
+    /// The control-plane link, when this data plane is fed by one (shown on `/status`).
+    pub control_plane: OnceLock<crate::discovery::Link>,
 }
 
 impl Shared {
@@ -65,18 +67,20 @@ impl Shared {
                 .unwrap_or(HeaderValue::from_static("1.1 portico")),
             server: HeaderValue::from_str(&format!("portico/{version}"))
                 .unwrap_or(HeaderValue::from_static("portico")),
+            control_plane: OnceLock::new(),
         })
     }
 
     /// Publishes a compiled runtime; requests already running keep the one they loaded.
     pub fn swap(&self, runtime: Runtime) {
         let hash = runtime.snapshot.hash.clone();
+        let version = runtime.version;
         self.runtime.store(Some(Arc::new(runtime)));
         self.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut e) = self.reloads.last_errors.lock() {
             e.clear();
         }
-        tracing::info!(config_hash = %hash, "config applied");
+        tracing::info!(config_hash = %hash, config_version = version, "config applied");
     }
 
     /// Records a refused config; the current runtime keeps serving.

@@ -67,6 +67,7 @@ fn status(shared: &Shared) -> serde_json::Value {
         "ready": rt.is_some() && !shared.draining.load(Ordering::Relaxed),
         "uptime_seconds": shared.started.elapsed().as_secs(),
         "config": config,
+        "control_plane": shared.control_plane.get().map(|l| l.to_json(rt.as_deref())),
         "reloads": {
             "succeeded": shared.reloads.succeeded.load(Ordering::Relaxed),
             "failed": shared.reloads.failed.load(Ordering::Relaxed),

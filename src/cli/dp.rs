@@ -5,16 +5,105 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use portico_data_plane::discovery::{ClientTls, ControlPlaneOptions};
 use portico_data_plane::{FileOptions, Listeners};
 
-/// Data-plane options.
+/// Data-plane options: fed by a file, or by a control plane.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "control_plane"])))]
 pub struct Args {
-    /// Kong declarative config file (YAML or JSON, `_format_version: "3.0"`).
+    /// Kong declarative config file (YAML or JSON, `_format_version: "3.0"`): DB-less mode.
     #[arg(long, short = 'c', env = "PORTICO_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Control plane cluster URL (http://host:8005 on loopback, https://host:8005 with mTLS).
+    #[arg(long, env = "PORTICO_CONTROL_PLANE")]
+    pub control_plane: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+}
+
+/// How a data plane joins a control plane.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Node group whose config this data plane serves.
+    #[arg(long, short = 'g', env = "PORTICO_GROUP", default_value = "default")]
+    pub group: String,
+    /// Node id shown in the fleet (default: hostname plus an id kept in the cache directory).
+    #[arg(long, env = "PORTICO_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where the last good config is cached, to boot from when the control plane is away.
+    #[arg(long, env = "PORTICO_CACHE_DIR", default_value = "./portico-cache")]
+    pub cache_dir: PathBuf,
+    /// Data-plane client certificate (PEM) for mutual TLS (`portico certs init`).
+    #[arg(long, env = "PORTICO_CLUSTER_CERT", requires_all = ["cluster_key", "cluster_ca"])]
+    pub cluster_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "PORTICO_CLUSTER_KEY")]
+    pub cluster_key: Option<PathBuf>,
+    /// The CA that signed the control plane's certificate (PEM).
+    #[arg(long, env = "PORTICO_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
+    /// Name to verify in the control plane's certificate, when it differs from the URL's host.
+    #[arg(long, env = "PORTICO_CLUSTER_SERVER_NAME")]
+    pub cluster_server_name: Option<String>,
+}
+
+impl ClusterArgs {
+    /// The data plane's control-plane options for `url`.
+    pub fn options(&self, url: String, listen: &ListenArgs) -> anyhow::Result<ControlPlaneOptions> {
+        std::fs::create_dir_all(&self.cache_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create cache dir {}: {e}", self.cache_dir.display())
+        })?;
+        let node_id = match &self.node_id {
+            Some(id) => id.clone(),
+            None => default_node_id(&self.cache_dir)?,
+        };
+        let tls = match (&self.cluster_cert, &self.cluster_key, &self.cluster_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(ClientTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+                server_name: self.cluster_server_name.clone(),
+            }),
+            _ => None,
+        };
+        if url.starts_with("https://") && tls.is_none() {
+            anyhow::bail!("{url} needs --cluster-cert, --cluster-key and --cluster-ca (create them with `portico certs init`)");
+        }
+        Ok(ControlPlaneOptions {
+            control_plane: url,
+            group: self.group.clone(),
+            node_id,
+            cache_dir: self.cache_dir.clone(),
+            tls,
+            trusted_ips: listen.trusted_ips.clone(),
+            drain_timeout: Duration::from_secs(listen.drain_timeout),
+        })
+    }
+}
+
+/// `<hostname>-<8 hex>`, the suffix kept in the cache dir so the id survives restarts and two
+/// data planes on one host (each with its own cache) differ.
+fn default_node_id(cache_dir: &std::path::Path) -> anyhow::Result<String> {
+    let file = cache_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "dp".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let id = format!("{host}-{}", &suffix[..8]);
+    std::fs::write(&file, &id)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+    Ok(id)
 }
 
 /// Listener and traffic options shared by `dp` and `up`.
@@ -51,7 +140,25 @@ impl ListenArgs {
 
 /// Runs the data plane until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    serve_file(args.config, &args.listen).await
+    match (args.config, args.control_plane) {
+        (Some(config), _) => serve_file(config, &args.listen).await,
+        (None, Some(url)) => {
+            let opts = args.cluster.options(url, &args.listen)?;
+            serve_control_plane(opts, &args.listen).await
+        }
+        (None, None) => anyhow::bail!("pass --config FILE or --control-plane URL"),
+    }
+}
+
+/// Binds and serves what the control plane streams, until a signal.
+pub async fn serve_control_plane(
+    opts: ControlPlaneOptions,
+    listen: &ListenArgs,
+) -> anyhow::Result<ExitCode> {
+    let listeners = Listeners::bind(listen.proxy_listen, listen.status_listen).await?;
+    let shutdown = super::shutdown_on_signals();
+    portico_data_plane::run_from_control_plane(opts, listeners, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Binds, loads `config` and serves until a signal.

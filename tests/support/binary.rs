@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 /// A running `portico` process.
 pub struct Portico {
     pub child: Child,
+    /// Proxy listener (data planes).
     pub proxy: SocketAddr,
+    /// Status listener (data planes).
     pub status: SocketAddr,
+    /// Admin listener (control planes).
+    pub admin: SocketAddr,
+    /// Cluster listener (control planes).
+    pub cluster: SocketAddr,
     logs: mpsc::Receiver<String>,
     pub log_lines: Vec<String>,
 }
@@ -39,8 +45,54 @@ impl Portico {
         Portico::spawn(cmd)
     }
 
+    /// Starts `portico cp` on ephemeral ports with its store in `data_dir`.
+    pub fn cp(data_dir: &Path, extra: &[&str]) -> Portico {
+        let mut cmd = portico();
+        cmd.args(["--log-format", "json", "cp", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--cluster-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra);
+        Portico::spawn_waiting(cmd, &["admin", "cluster"])
+    }
+
+    /// Starts `portico dp --control-plane url` on ephemeral ports.
+    pub fn dp_cluster(url: &str, group: &str, node: &str, cache: &Path, extra: &[&str]) -> Portico {
+        let mut cmd = portico();
+        cmd.args([
+            "--log-format",
+            "json",
+            "dp",
+            "--control-plane",
+            url,
+            "--group",
+            group,
+            "--node-id",
+            node,
+        ])
+        .arg("--cache-dir")
+        .arg(cache)
+        .args([
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--status-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+        Portico::spawn(cmd)
+    }
+
     /// Spawns `cmd` (which must log JSON) and waits for "proxy listening" and "status listening".
-    pub fn spawn(mut cmd: Command) -> Portico {
+    pub fn spawn(cmd: Command) -> Portico {
+        Portico::spawn_waiting(cmd, &["proxy", "status"])
+    }
+
+    /// Spawns `cmd` and waits for a "<name> listening" log line for each of `listeners`.
+    pub fn spawn_waiting(mut cmd: Command, listeners: &[&str]) -> Portico {
         cmd.env("PORTICO_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -54,16 +106,37 @@ impl Portico {
                 }
             }
         });
+        let none: SocketAddr = "0.0.0.0:0".parse().unwrap();
         let mut p = Portico {
             child,
-            proxy: "0.0.0.0:0".parse().unwrap(),
-            status: "0.0.0.0:0".parse().unwrap(),
+            proxy: none,
+            status: none,
+            admin: none,
+            cluster: none,
             logs: rx,
             log_lines: Vec::new(),
         };
-        p.proxy = p.wait_addr("proxy listening");
-        p.status = p.wait_addr("status listening");
+        for l in listeners {
+            let addr = p.wait_addr(&format!("{l} listening"));
+            match *l {
+                "proxy" => p.proxy = addr,
+                "status" => p.status = addr,
+                "admin" => p.admin = addr,
+                "cluster" => p.cluster = addr,
+                other => panic!("unknown listener {other}"),
+            }
+        }
         p
+    }
+
+    /// `http://<admin>` for the CLI's --admin-url.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// `http://<cluster>` for a data plane's --control-plane.
+    pub fn cluster_url(&self) -> String {
+        format!("http://{}", self.cluster)
     }
 
     fn wait_addr(&mut self, message: &str) -> SocketAddr {

@@ -1,0 +1,261 @@
+//! The fleet registry: what the control plane knows about every data plane that has connected
+//! (who, where, which version it serves, what is in flight, what it refused).
+//!
+//! Each discovery stream owns one entry while it is the newest stream of its node: a stream
+//! registers with an epoch, and updates from an older stream of the same node id (a half-open
+//! connection the node already replaced) are ignored. A node's state is derived when read,
+//! against the group's live version, so it is never stale after an apply.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use portico_common::ConfigIssue;
+use serde::Serialize;
+
+/// A data plane's state as shown by `Fleet` and `/clustering/data-planes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Serves the group's live version.
+    InSync,
+    /// An update is in flight.
+    Applying,
+    /// Refused a version; that version is parked until a newer one exists.
+    Nacked,
+    /// The stream is gone; the entry is kept with its last_seen.
+    Disconnected,
+    /// Connected, not serving the live version, nothing in flight.
+    Lagging,
+}
+
+impl NodeState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::InSync => "in_sync",
+            NodeState::Applying => "applying",
+            NodeState::Nacked => "nacked",
+            NodeState::Disconnected => "disconnected",
+            NodeState::Lagging => "lagging",
+        }
+    }
+}
+
+/// A refused version and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nacked {
+    pub version: u64,
+    pub hash: String,
+    pub errors: Vec<ConfigIssue>,
+}
+
+/// What `Hello` says.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub node_id: String,
+    pub group: String,
+    pub build_version: String,
+    pub address: Option<SocketAddr>,
+    pub serving_version: u64,
+    pub serving_hash: String,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    hello: Hello,
+    epoch: u64,
+    connected: bool,
+    connected_since: SystemTime,
+    last_seen: SystemTime,
+    serving_version: u64,
+    serving_hash: String,
+    in_flight: Option<u64>,
+    nacked: Option<Nacked>,
+    last_apply_micros: u64,
+    active_connections: u64,
+}
+
+/// One data plane, as read from the registry.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub node_id: String,
+    pub group: String,
+    /// The peer address of its stream ("" when unknown).
+    pub address: String,
+    pub build_version: String,
+    pub connected_since: SystemTime,
+    pub last_seen: SystemTime,
+    pub serving_version: u64,
+    pub serving_hash: String,
+    pub state: NodeState,
+    pub nacked: Option<Nacked>,
+    pub last_apply_micros: u64,
+    pub active_connections: u64,
+}
+
+/// The registry.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_epoch: u64,
+    nodes: BTreeMap<String, Entry>,
+}
+
+impl Fleet {
+    /// Registers a new stream for `hello.node_id`, replacing any earlier entry, and returns its
+    /// epoch plus the version this node refused before (still parked if nothing newer exists).
+    pub fn connect(&self, hello: Hello) -> (u64, Option<Nacked>) {
+        let mut inner = self.lock();
+        inner.next_epoch += 1;
+        let epoch = inner.next_epoch;
+        let now = SystemTime::now();
+        // A refusal survives a reconnect of the same node in the same group, so a crash-looping
+        // data plane is not fed the same bad version on every reconnect. A different build may
+        // accept it (an upgrade that adds the missing plugin), so it gets a fresh chance.
+        let nacked = inner
+            .nodes
+            .get(&hello.node_id)
+            .filter(|e| {
+                e.hello.group == hello.group && e.hello.build_version == hello.build_version
+            })
+            .and_then(|e| e.nacked.clone());
+        let entry = Entry {
+            serving_version: hello.serving_version,
+            serving_hash: hello.serving_hash.clone(),
+            hello: hello.clone(),
+            epoch,
+            connected: true,
+            connected_since: now,
+            last_seen: now,
+            in_flight: None,
+            nacked: nacked.clone(),
+            last_apply_micros: 0,
+            active_connections: 0,
+        };
+        inner.nodes.insert(hello.node_id, entry);
+        (epoch, nacked)
+    }
+
+    /// Applies `f` to the entry of `node_id` if `epoch` is still its newest stream.
+    fn update(&self, node_id: &str, epoch: u64, f: impl FnOnce(&mut Entry)) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.nodes.get_mut(node_id).filter(|e| e.epoch == epoch) {
+            entry.last_seen = SystemTime::now();
+            f(entry);
+        }
+    }
+
+    /// An update was sent.
+    pub fn sent(&self, node_id: &str, epoch: u64, version: u64) {
+        self.update(node_id, epoch, |e| e.in_flight = Some(version));
+    }
+
+    /// The node applied `version`.
+    pub fn acked(&self, node_id: &str, epoch: u64, version: u64, hash: &str, micros: u64) {
+        self.update(node_id, epoch, |e| {
+            e.in_flight = None;
+            e.serving_version = version;
+            e.serving_hash = hash.to_owned();
+            e.last_apply_micros = micros;
+            // A newer version replaced the refused one.
+            e.nacked = None;
+        });
+    }
+
+    /// The node refused a version.
+    pub fn nacked(&self, node_id: &str, epoch: u64, nacked: Nacked, micros: u64) {
+        self.update(node_id, epoch, |e| {
+            e.in_flight = None;
+            e.last_apply_micros = micros;
+            e.nacked = Some(nacked);
+        });
+    }
+
+    /// A periodic status report.
+    pub fn status(&self, node_id: &str, epoch: u64, status: &portico_proto::v1::Status) {
+        self.update(node_id, epoch, |e| {
+            e.serving_version = status.serving_version;
+            e.serving_hash = status.serving_hash.clone();
+            e.active_connections = status.active_connections;
+            if status.apply_latency_micros > 0 {
+                e.last_apply_micros = status.apply_latency_micros;
+            }
+        });
+    }
+
+    /// Any message arrived (keeps last_seen fresh).
+    pub fn seen(&self, node_id: &str, epoch: u64) {
+        self.update(node_id, epoch, |_| {});
+    }
+
+    /// The stream ended.
+    pub fn disconnected(&self, node_id: &str, epoch: u64) {
+        self.update(node_id, epoch, |e| {
+            e.connected = false;
+            e.in_flight = None;
+        });
+    }
+
+    /// Every node (of `group`, when given), with its state derived from `live`: the live
+    /// `(version, hash)` of a group, `None` when the group has no config.
+    pub fn view(
+        &self,
+        group: Option<&str>,
+        live: impl Fn(&str) -> Option<(u64, String)>,
+    ) -> Vec<NodeView> {
+        let inner = self.lock();
+        inner
+            .nodes
+            .values()
+            .filter(|e| group.is_none_or(|g| e.hello.group == g))
+            .map(|e| {
+                let live = live(&e.hello.group);
+                NodeView {
+                    node_id: e.hello.node_id.clone(),
+                    group: e.hello.group.clone(),
+                    address: e.hello.address.map(|a| a.to_string()).unwrap_or_default(),
+                    build_version: e.hello.build_version.clone(),
+                    connected_since: e.connected_since,
+                    last_seen: e.last_seen,
+                    serving_version: e.serving_version,
+                    serving_hash: e.serving_hash.clone(),
+                    state: state_of(e, live.as_ref()),
+                    nacked: e.nacked.clone(),
+                    last_apply_micros: e.last_apply_micros,
+                    active_connections: e.active_connections,
+                }
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The registry holds no invariant a panicking holder could break halfway.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn state_of(e: &Entry, live: Option<&(u64, String)>) -> NodeState {
+    if !e.connected {
+        return NodeState::Disconnected;
+    }
+    if e.in_flight.is_some() {
+        return NodeState::Applying;
+    }
+    let in_sync = match live {
+        Some((version, hash)) => e.serving_version == *version && e.serving_hash == *hash,
+        None => e.serving_version == 0 && e.serving_hash.is_empty(),
+    };
+    if in_sync {
+        return NodeState::InSync;
+    }
+    if e.nacked.is_some() {
+        return NodeState::Nacked;
+    }
+    NodeState::Lagging
+}

@@ -1,0 +1,362 @@
+//! The embedded on-disk store: per group, every applied version (source text, snapshot,
+//! hash, when and why) and a pointer to the live one; plus one global version counter.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! counter                                 the last version number handed out (any group)
+//! groups/<group>/versions/<version>.json  one VersionRecord per applied version (20-digit name)
+//! groups/<group>/current                  the live version number of the group
+//! ```
+//!
+//! Every file is replaced atomically (temp file, fsync, rename, fsync directory), and a commit
+//! writes in an order that makes a crash at any point harmless: the counter first (so a number
+//! is never handed out twice, even if the commit then dies), then the version record, then the
+//! `current` pointer, which is the commit point. On open, temp files and version records newer
+//! than `current` (written, never committed) are removed.
+
+mod fsio;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use fsio::{read_number, write_atomic};
+
+/// One applied version of a group's config, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub group: String,
+    pub version: u64,
+    /// The snapshot's content hash.
+    pub hash: String,
+    /// RFC 3339.
+    pub applied_at: String,
+    /// `"apply"` or `"rollback to N"`.
+    pub origin: String,
+    /// The snapshot's one-line summary.
+    pub summary: String,
+    /// The config as the user wrote it.
+    pub config_text: String,
+    /// The validated snapshot (kept as JSON so an old record still opens after the snapshot
+    /// type grows a field).
+    pub snapshot: serde_json::Value,
+}
+
+/// A history line: a version without its (possibly large) text and snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionMeta {
+    pub version: u64,
+    pub hash: String,
+    pub applied_at: String,
+    pub origin: String,
+    pub summary: String,
+}
+
+impl VersionRecord {
+    fn meta(&self) -> VersionMeta {
+        VersionMeta {
+            version: self.version,
+            hash: self.hash.clone(),
+            applied_at: self.applied_at.clone(),
+            origin: self.origin.clone(),
+            summary: self.summary.clone(),
+        }
+    }
+}
+
+/// What to store as a new version (the store assigns the number and the time).
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub hash: String,
+    pub origin: String,
+    pub summary: String,
+    pub config_text: String,
+    pub snapshot: serde_json::Value,
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The live record after the commit (the existing one when `unchanged`).
+    pub record: Arc<VersionRecord>,
+    /// The content equals the live version's; no version was made.
+    pub unchanged: bool,
+}
+
+/// Store failures; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt store file: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("invalid group name '{0}': use 1-63 characters a-z, 0-9, '_' and '-', starting with a letter or digit")]
+    InvalidGroup(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Whether `name` is a valid group name: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub fn valid_group(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+#[derive(Debug)]
+struct GroupData {
+    current: Arc<VersionRecord>,
+    /// Oldest first.
+    history: Vec<VersionMeta>,
+}
+
+/// The store. Methods do blocking file I/O: call them off the async workers.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    counter: u64,
+    groups: BTreeMap<String, GroupData>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`, dropping what a crash left behind.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let groups_dir = root.join("groups");
+        std::fs::create_dir_all(&groups_dir).map_err(|e| StoreError::io(&groups_dir, e))?;
+        fsio::remove_temp_files(root)?;
+        let mut counter = read_number(&root.join("counter"))?.unwrap_or(0);
+        let mut groups = BTreeMap::new();
+        let entries = std::fs::read_dir(&groups_dir).map_err(|e| StoreError::io(&groups_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&groups_dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !valid_group(&name) || !entry.path().is_dir() {
+                continue;
+            }
+            let (data, max_seen) = load_group(&entry.path(), &name)?;
+            // Defensive: the counter is written before any record, so this only matters if
+            // someone copied records in by hand; never hand out a number a file already has.
+            counter = counter.max(max_seen);
+            if let Some(data) = data {
+                groups.insert(name, data);
+            }
+        }
+        Ok(Store {
+            root: root.to_owned(),
+            counter,
+            groups,
+        })
+    }
+
+    /// The live record of `group`.
+    pub fn current(&self, group: &str) -> Option<Arc<VersionRecord>> {
+        self.groups.get(group).map(|g| g.current.clone())
+    }
+
+    /// The live record of every group that has one, by group name.
+    pub fn groups(&self) -> Vec<Arc<VersionRecord>> {
+        self.groups.values().map(|g| g.current.clone()).collect()
+    }
+
+    /// The versions of `group`, newest first; `None` when the group has none.
+    pub fn history(&self, group: &str) -> Option<Vec<VersionMeta>> {
+        self.groups
+            .get(group)
+            .map(|g| g.history.iter().rev().cloned().collect())
+    }
+
+    /// One committed version of `group`, read from disk.
+    pub fn get(&self, group: &str, version: u64) -> Result<Option<VersionRecord>, StoreError> {
+        let Some(data) = self.groups.get(group) else {
+            return Ok(None);
+        };
+        if data.current.version == version {
+            return Ok(Some((*data.current).clone()));
+        }
+        if !data.history.iter().any(|m| m.version == version) {
+            return Ok(None);
+        }
+        read_record(&self.version_path(group, version)).map(Some)
+    }
+
+    /// Stores `new` as the next version of `group`, unless its hash equals the live one.
+    pub fn commit(&mut self, group: &str, new: NewVersion) -> Result<Commit, StoreError> {
+        if !valid_group(group) {
+            return Err(StoreError::InvalidGroup(group.to_owned()));
+        }
+        if let Some(data) = self.groups.get(group) {
+            if data.current.hash == new.hash {
+                return Ok(Commit {
+                    record: data.current.clone(),
+                    unchanged: true,
+                });
+            }
+        }
+        let version = self.reserve_version()?;
+        let record = VersionRecord {
+            group: group.to_owned(),
+            version,
+            hash: new.hash,
+            applied_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            origin: new.origin,
+            summary: new.summary,
+            config_text: new.config_text,
+            snapshot: new.snapshot,
+        };
+        self.write_version(&record)?;
+        self.write_current(group, version)?;
+        let record = Arc::new(record);
+        let meta = record.meta();
+        match self.groups.get_mut(group) {
+            Some(data) => {
+                data.current = record.clone();
+                data.history.push(meta);
+            }
+            None => {
+                self.groups.insert(
+                    group.to_owned(),
+                    GroupData {
+                        current: record.clone(),
+                        history: vec![meta],
+                    },
+                );
+            }
+        }
+        Ok(Commit {
+            record,
+            unchanged: false,
+        })
+    }
+
+    /// Step 1 of a commit: persist the next number before anything uses it.
+    fn reserve_version(&mut self) -> Result<u64, StoreError> {
+        let next = self.counter + 1;
+        write_atomic(&self.root.join("counter"), format!("{next}\n").as_bytes())?;
+        self.counter = next;
+        Ok(next)
+    }
+
+    /// Step 2: the version record (invisible until `current` points at or past it).
+    fn write_version(&self, record: &VersionRecord) -> Result<(), StoreError> {
+        let dir = self.group_dir(&record.group).join("versions");
+        fsio::create_dir_durable(&dir)?;
+        let path = self.version_path(&record.group, record.version);
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// Step 3, the commit point: the group's `current` pointer.
+    fn write_current(&self, group: &str, version: u64) -> Result<(), StoreError> {
+        write_atomic(
+            &self.group_dir(group).join("current"),
+            format!("{version}\n").as_bytes(),
+        )
+    }
+
+    fn group_dir(&self, group: &str) -> PathBuf {
+        self.root.join("groups").join(group)
+    }
+
+    fn version_path(&self, group: &str, version: u64) -> PathBuf {
+        version_path(&self.group_dir(group), version)
+    }
+}
+
+fn version_path(group_dir: &Path, version: u64) -> PathBuf {
+    group_dir
+        .join("versions")
+        .join(format!("{version:020}.json"))
+}
+
+fn read_record(path: &Path) -> Result<VersionRecord, StoreError> {
+    let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Loads one group directory: its committed versions, removing uncommitted ones. Returns the
+/// group (if it has a committed version) and the highest version number seen on disk.
+fn load_group(dir: &Path, name: &str) -> Result<(Option<GroupData>, u64), StoreError> {
+    let current = read_number(&dir.join("current"))?;
+    let versions_dir = dir.join("versions");
+    let mut numbers = Vec::new();
+    if versions_dir.is_dir() {
+        let entries =
+            std::fs::read_dir(&versions_dir).map_err(|e| StoreError::io(&versions_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&versions_dir, e))?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(n) = file
+                .strip_suffix(".json")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                numbers.push(n);
+            }
+        }
+    }
+    numbers.sort_unstable();
+    let max_seen = numbers.last().copied().unwrap_or(0);
+    let committed = current.unwrap_or(0);
+    for &n in numbers.iter().filter(|&&n| n > committed) {
+        // Written by a commit that died before its `current` update: never live, drop it.
+        let path = version_path(dir, n);
+        tracing::warn!(
+            group = name,
+            config_version = n,
+            "removing an uncommitted version left by an interrupted apply"
+        );
+        std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+    }
+    let Some(current) = current else {
+        return Ok((None, max_seen));
+    };
+    let mut history = Vec::new();
+    let mut live = None;
+    for &n in numbers.iter().filter(|&&n| n <= current) {
+        let record = read_record(&version_path(dir, n))?;
+        if record.version != n || record.group != name {
+            return Err(StoreError::Corrupt {
+                path: version_path(dir, n),
+                message: format!(
+                    "holds version {} of group '{}'",
+                    record.version, record.group
+                ),
+            });
+        }
+        history.push(record.meta());
+        if n == current {
+            live = Some(Arc::new(record));
+        }
+    }
+    let Some(current) = live else {
+        return Err(StoreError::Corrupt {
+            path: dir.join("current"),
+            message: format!("points at version {current}, which has no record"),
+        });
+    };
+    Ok((Some(GroupData { current, history }), max_seen))
+}

@@ -1,0 +1,141 @@
+use super::*;
+
+fn new_version(hash: &str) -> NewVersion {
+    NewVersion {
+        hash: hash.to_owned(),
+        origin: "apply".to_owned(),
+        summary: "0 services".to_owned(),
+        config_text: format!("# {hash}\n_format_version: \"3.0\"\n"),
+        snapshot: serde_json::json!({ "hash": hash }),
+    }
+}
+
+#[test]
+fn versions_never_repeat_across_groups_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let a1 = store.commit("edge", new_version("a1")).unwrap();
+    let b1 = store.commit("web", new_version("b1")).unwrap();
+    let a2 = store.commit("edge", new_version("a2")).unwrap();
+    assert_eq!(
+        (a1.record.version, b1.record.version, a2.record.version),
+        (1, 2, 3)
+    );
+    drop(store);
+
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.current("edge").unwrap().version, 3);
+    assert_eq!(store.current("web").unwrap().hash, "b1");
+    let b2 = store.commit("web", new_version("b2")).unwrap();
+    assert_eq!(b2.record.version, 4);
+    let history: Vec<u64> = store
+        .history("edge")
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(
+        history,
+        vec![3, 1],
+        "newest first, only this group's versions"
+    );
+    assert_eq!(store.get("edge", 1).unwrap().unwrap().hash, "a1");
+    assert!(store.get("edge", 2).unwrap().is_none(), "2 belongs to web");
+}
+
+#[test]
+fn unchanged_content_makes_no_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let first = store.commit("default", new_version("h")).unwrap();
+    let again = store.commit("default", new_version("h")).unwrap();
+    assert!(!first.unchanged);
+    assert!(again.unchanged);
+    assert_eq!(again.record.version, first.record.version);
+    assert_eq!(store.history("default").unwrap().len(), 1);
+    // Going back to earlier content is a new version (the live hash differs).
+    store.commit("default", new_version("other")).unwrap();
+    let back = store.commit("default", new_version("h")).unwrap();
+    assert!(!back.unchanged);
+    assert_eq!(back.record.version, 3);
+}
+
+#[test]
+fn invalid_group_names_are_refused() {
+    for bad in ["", "Edge", "-x", "_x", "a/b", "a.b", &"a".repeat(64)] {
+        assert!(!valid_group(bad), "{bad:?}");
+    }
+    for good in ["default", "0", "edge-1", "web_bff", &"a".repeat(63)] {
+        assert!(valid_group(good), "{good:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        store.commit("../etc", new_version("h")),
+        Err(StoreError::InvalidGroup(_))
+    ));
+}
+
+#[test]
+fn crash_after_version_written_before_current_reopens_at_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit("default", new_version("good")).unwrap();
+    // The first two steps of a commit, then "crash" before the `current` pointer moves.
+    let v = store.reserve_version().unwrap();
+    let mut record = (*store.current("default").unwrap()).clone();
+    record.version = v;
+    record.hash = "half".into();
+    store.write_version(&record).unwrap();
+    // And a half-written temp file from an interrupted atomic write.
+    let tmp = dir.path().join("groups/default/.current.tmp");
+    std::fs::write(&tmp, "99").unwrap();
+    drop(store);
+
+    let mut store = Store::open(dir.path()).unwrap();
+    let live = store.current("default").unwrap();
+    assert_eq!((live.version, live.hash.as_str()), (1, "good"));
+    assert_eq!(store.history("default").unwrap().len(), 1);
+    assert!(!tmp.exists(), "temp files are cleaned up");
+    assert!(
+        !version_path(&dir.path().join("groups/default"), v).exists(),
+        "uncommitted record removed"
+    );
+    // The burnt number is not reused.
+    let next = store.commit("default", new_version("next")).unwrap();
+    assert_eq!(next.record.version, v + 1);
+}
+
+#[test]
+fn crash_before_first_commit_of_a_group_leaves_no_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let v = store.reserve_version().unwrap();
+    let record = VersionRecord {
+        group: "edge".into(),
+        version: v,
+        hash: "h".into(),
+        applied_at: "2024-01-01T00:00:00Z".into(),
+        origin: "apply".into(),
+        summary: String::new(),
+        config_text: String::new(),
+        snapshot: serde_json::Value::Null,
+    };
+    store.write_version(&record).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.current("edge").is_none());
+    assert!(store.history("edge").is_none());
+    assert!(store.groups().is_empty());
+}
+
+#[test]
+fn corrupt_current_pointer_is_reported_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit("default", new_version("h")).unwrap();
+    drop(store);
+    std::fs::write(dir.path().join("groups/default/current"), "not a number").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("current"), "{err}");
+}

@@ -1,0 +1,263 @@
+//! The discovery protocol against a real control plane over real sockets.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{config, start, Cp, FakeDp};
+use portico_control_plane::CpOptions;
+use portico_proto::v1::{ApplyRequest, FleetRequest};
+
+async fn apply(cp: &Cp, group: &str, text: String) -> (u64, String) {
+    let mut admin = cp.admin_client().await;
+    let resp = admin
+        .apply(ApplyRequest {
+            group: group.into(),
+            config_text: text,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.accepted, "{:?}", resp.errors);
+    (resp.version, resp.hash)
+}
+
+#[tokio::test]
+async fn hello_gets_the_live_version_and_ack_puts_the_node_in_sync() {
+    let cp = start(CpOptions::default()).await;
+    let (v1, h1) = apply(&cp, "default", config(1)).await;
+    // An empty group in Hello means "default".
+    let mut dp = FakeDp::plain(&cp, "node-a", "", (0, "")).await;
+    let u = dp.update().await;
+    assert_eq!(
+        (u.version, u.hash.as_str(), u.group.as_str()),
+        (v1, h1.as_str(), "default")
+    );
+    let snapshot: portico_common::snapshot::Snapshot =
+        serde_json::from_slice(&u.snapshot_json).expect("snapshot JSON decodes");
+    assert_eq!(snapshot.hash, h1);
+    assert_eq!(cp.node("node-a").await.unwrap().state, "applying");
+
+    dp.ack(&u).await;
+    let node = cp
+        .wait_node("node-a", "node in sync", |n| n.state == "in_sync")
+        .await;
+    assert_eq!(
+        (node.serving_version, node.serving_hash.as_str()),
+        (v1, h1.as_str())
+    );
+    assert_eq!(node.group, "default");
+    assert_eq!(node.build_version, "test-1.0");
+    assert_eq!(node.last_apply_micros, 1234);
+    assert!(node.address.starts_with("127.0.0.1:"), "{}", node.address);
+
+    // A new apply reaches the connected node.
+    let (v2, _) = apply(&cp, "default", config(2)).await;
+    let u2 = dp.update().await;
+    assert_eq!(u2.version, v2);
+    assert_ne!(u2.nonce, u.nonce, "nonces are unique");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn resume_with_the_live_version_sends_nothing() {
+    let cp = start(CpOptions::default()).await;
+    let (v1, h1) = apply(&cp, "edge", config(1)).await;
+    let mut dp = FakeDp::plain(&cp, "node-r", "edge", (v1, &h1)).await;
+    dp.assert_no_update(&cp, 7).await;
+    assert_eq!(cp.node("node-r").await.unwrap().state, "in_sync");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_without_config_sends_nothing_until_applied() {
+    let cp = start(CpOptions::default()).await;
+    let mut dp = FakeDp::plain(&cp, "node-e", "empty", (0, "")).await;
+    dp.assert_no_update(&cp, 3).await;
+    let (v, _) = apply(&cp, "empty", config(1)).await;
+    assert_eq!(dp.update().await.version, v);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn versions_applied_while_one_is_in_flight_coalesce_to_the_newest() {
+    let cp = start(CpOptions::default()).await;
+    let (v1, _) = apply(&cp, "default", config(1)).await;
+    let mut dp = FakeDp::plain(&cp, "node-c", "default", (0, "")).await;
+    let first = dp.update().await;
+    assert_eq!(first.version, v1);
+    apply(&cp, "default", config(2)).await;
+    apply(&cp, "default", config(3)).await;
+    let (v4, h4) = apply(&cp, "default", config(4)).await;
+    dp.ack(&first).await;
+    let next = dp.update().await;
+    assert_eq!(
+        (next.version, next.hash.as_str()),
+        (v4, h4.as_str()),
+        "only the newest"
+    );
+    dp.ack(&next).await;
+    cp.wait_node("node-c", "in sync at v4", |n| {
+        n.state == "in_sync" && n.serving_version == v4
+    })
+    .await;
+    dp.assert_no_update(&cp, 11).await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_nacked_version_is_parked_until_a_newer_one_exists() {
+    let cp = start(CpOptions::default()).await;
+    let (v1, h1) = apply(&cp, "default", config(1)).await;
+    let mut dp = FakeDp::plain(&cp, "node-n", "default", (0, "")).await;
+    let u1 = dp.update().await;
+    dp.ack(&u1).await;
+    cp.wait_node("node-n", "in sync", |n| n.state == "in_sync")
+        .await;
+
+    let (v2, _) = apply(&cp, "default", config(2)).await;
+    let u2 = dp.update().await;
+    dp.nack(&u2, "plugins[0]", "plugin 'x' is not in this build")
+        .await;
+    let node = cp
+        .wait_node("node-n", "nacked", |n| n.state == "nacked")
+        .await;
+    assert_eq!(node.nacked_version, v2);
+    assert_eq!(node.nack_errors.len(), 1);
+    assert_eq!(node.nack_errors[0].path, "plugins[0]");
+    assert_eq!(
+        node.nack_errors[0].message,
+        "plugin 'x' is not in this build"
+    );
+    assert_eq!(
+        (node.serving_version, node.serving_hash.as_str()),
+        (v1, h1.as_str())
+    );
+    // Not resent on this stream.
+    dp.assert_no_update(&cp, 21).await;
+
+    // Nor after a reconnect of the same node that still serves v1.
+    dp.close();
+    cp.wait_node("node-n", "disconnected", |n| n.state == "disconnected")
+        .await;
+    let mut dp = FakeDp::plain(&cp, "node-n", "default", (v1, &h1)).await;
+    dp.assert_no_update(&cp, 22).await;
+    let node = cp.node("node-n").await.unwrap();
+    assert_eq!(node.state, "nacked", "errors stay visible after reconnect");
+    assert_eq!(node.nacked_version, v2);
+
+    // A newer version is sent, and its ack clears the refusal.
+    let (v3, _) = apply(&cp, "default", config(3)).await;
+    let u3 = dp.update().await;
+    assert_eq!(u3.version, v3);
+    dp.ack(&u3).await;
+    let node = cp
+        .wait_node("node-n", "in sync at v3", |n| n.state == "in_sync")
+        .await;
+    assert_eq!(node.nacked_version, 0);
+    assert!(node.nack_errors.is_empty());
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_version_gets_a_fresh_chance_on_a_different_build() {
+    let cp = start(CpOptions::default()).await;
+    let (v1, _) = apply(&cp, "default", config(1)).await;
+    let mut dp = FakeDp::plain(&cp, "node-b", "default", (0, "")).await;
+    let u1 = dp.update().await;
+    dp.nack(&u1, "plugins[0].name", "unknown plugin").await;
+    cp.wait_node("node-b", "nacked", |n| n.state == "nacked")
+        .await;
+    dp.close();
+    cp.wait_node("node-b", "disconnected", |n| n.state == "disconnected")
+        .await;
+    // The same build again: still parked.
+    let mut dp = FakeDp::plain(&cp, "node-b", "default", (0, "")).await;
+    dp.assert_no_update(&cp, 31).await;
+    dp.close();
+    cp.wait_node("node-b", "disconnected", |n| n.state == "disconnected")
+        .await;
+    // An upgraded build may run it: resent.
+    let mut dp = FakeDp::plain_build(&cp, "node-b", "default", (0, ""), "test-2.0").await;
+    assert_eq!(dp.update().await.version, v1);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_nonces_are_ignored_and_disconnect_is_recorded() {
+    let cp = start(CpOptions::default()).await;
+    let (v1, _) = apply(&cp, "default", config(1)).await;
+    let mut dp = FakeDp::plain(&cp, "node-u", "default", (0, "")).await;
+    let mut u = dp.update().await;
+    let real_nonce = std::mem::replace(&mut u.nonce, "bogus".into());
+    dp.ack(&u).await;
+    let node = dp.barrier(&cp, 5).await;
+    assert_eq!(
+        node.state, "applying",
+        "an unknown nonce does not complete the update"
+    );
+    u.nonce = real_nonce;
+    dp.ack(&u).await;
+    cp.wait_node("node-u", "in sync", |n| {
+        n.state == "in_sync" && n.serving_version == v1
+    })
+    .await;
+
+    dp.close();
+    let node = cp
+        .wait_node("node-u", "disconnected", |n| n.state == "disconnected")
+        .await;
+    assert!(!node.last_seen.is_empty());
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn hello_is_required_first_and_fleet_filters_by_group() {
+    let cp = start(CpOptions::default()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", cp.cluster))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // Invalid group name: refused with a clear status.
+    let err = FakeDp::connect(channel.clone(), "n1", "Bad Group", (0, ""))
+        .await
+        .err()
+        .expect("invalid group refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = FakeDp::connect(channel.clone(), "", "default", (0, ""))
+        .await
+        .err()
+        .expect("empty node id refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let _a = FakeDp::connect(channel.clone(), "in-a", "a", (0, ""))
+        .await
+        .unwrap();
+    let _b = FakeDp::connect(channel.clone(), "in-b", "b", (0, ""))
+        .await
+        .unwrap();
+    cp.wait_node("in-b", "registered", |_| true).await;
+    let mut admin = cp.admin_client().await;
+    let fleet = admin
+        .fleet(FleetRequest { group: "a".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = fleet
+        .data_planes
+        .iter()
+        .map(|d| d.node_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["in-a"]);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let cp = start(CpOptions::default()).await;
+    apply(&cp, "default", config(1)).await;
+    let mut dp = FakeDp::plain(&cp, "node-s", "default", (0, "")).await;
+    let _ = dp.update().await;
+    // `stop` fails the test if run() does not return while a stream is open.
+    cp.stop().await;
+}
