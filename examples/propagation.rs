@@ -1,0 +1,236 @@
+//! Propagation benchmark (not a test): how long a config takes from `apply` to "every data plane
+//! ACKed", for a 10,000-route config and then for a one-route change, and how much memory each
+//! data plane uses at 10,000 routes.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example propagation -- [data-planes] [routes] [rounds]
+//! ```
+//! Starts the real `portico cp` and N `portico dp` processes on loopback (release binaries next
+//! to this example), applies through the admin gRPC API and polls the fleet every 2 ms.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portico_proto::v1::admin_client::AdminClient;
+use portico_proto::v1::{ApplyRequest, FleetRequest};
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/release/examples/propagation -> target/release/portico
+    let p = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("portico");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release` first",
+        p.display()
+    );
+    p
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns portico with JSON logs and returns it with the addresses it reported for `names`.
+fn spawn(args: &[String], names: &[&str]) -> (Proc, Vec<String>) {
+    let mut child = Command::new(binary())
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("PORTICO_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portico");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addrs = Vec::new();
+    for name in names {
+        let needle = format!("{name} listening");
+        loop {
+            let line = lines.next().expect("portico exited").unwrap();
+            if line.contains(&needle) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                addrs.push(v["addr"].as_str().unwrap().to_string());
+                break;
+            }
+        }
+    }
+    // Keep draining stderr so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), addrs)
+}
+
+fn config(routes: usize, variant: usize) -> String {
+    let mut s = String::from("_format_version: \"3.0\"\nservices:\n");
+    let per = 100;
+    for svc in 0..routes.div_ceil(per) {
+        s.push_str(&format!(
+            "  - name: svc{svc}\n    url: http://127.0.0.1:9/base{svc}\n    routes:\n"
+        ));
+        for r in 0..per.min(routes - svc * per) {
+            let i = svc * per + r;
+            // One route differs between variants: the "one-route change".
+            let v = if i == 0 { variant } else { 0 };
+            match i % 5 {
+                0 => s.push_str(&format!("      - name: r{i}\n        paths: [\"~/api/v{i}/items/\\\\d+$\", \"/changed{v}\"]\n")),
+                1 => s.push_str(&format!("      - name: r{i}\n        hosts: [\"h{i}.example.com\", \"*.w{i}.example.com\"]\n        paths: [\"/p{i}\"]\n")),
+                _ => s.push_str(&format!("      - name: r{i}\n        paths: [\"/api/v{i}/res\", \"/alt/{i}\"]\n        methods: [GET, POST]\n")),
+            }
+        }
+    }
+    s
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (dps, routes, rounds) = (
+        args.first().copied().unwrap_or(10),
+        args.get(1).copied().unwrap_or(10_000),
+        args.get(2).copied().unwrap_or(5),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (_cp, addrs) = spawn(
+        &[
+            "cp".into(),
+            "--data-dir".into(),
+            tmp.path().join("cp").display().to_string(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--cluster-listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+        &["admin", "cluster"],
+    );
+    let (admin, cluster) = (addrs[0].clone(), addrs[1].clone());
+    let mut planes = Vec::new();
+    for i in 0..dps {
+        let (p, _) = spawn(
+            &[
+                "dp".into(),
+                "--control-plane".into(),
+                format!("http://{cluster}"),
+                "--node-id".into(),
+                format!("dp-{i}"),
+                "--cache-dir".into(),
+                tmp.path().join(format!("c{i}")).display().to_string(),
+                "--proxy-listen".into(),
+                "127.0.0.1:0".into(),
+                "--status-listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            &["proxy"],
+        );
+        planes.push(p);
+    }
+    let mut client = AdminClient::connect(format!("http://{admin}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(256 << 20)
+        .max_decoding_message_size(256 << 20);
+    // Wait for every data plane to say hello.
+    loop {
+        let f = client
+            .fleet(FleetRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if f.data_planes
+            .iter()
+            .filter(|d| d.state != "disconnected")
+            .count()
+            == dps
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let apply = |variant: usize| {
+        let text = config(routes, variant);
+        let mut client = client.clone();
+        async move {
+            let t = Instant::now();
+            let r = client
+                .apply(ApplyRequest {
+                    group: "default".into(),
+                    config_text: text,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.accepted, "{:?}", r.errors);
+            let stored = t.elapsed();
+            loop {
+                let f = client
+                    .fleet(FleetRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let acked = f
+                    .data_planes
+                    .iter()
+                    .filter(|d| d.serving_version == r.version)
+                    .count();
+                assert!(
+                    !f.data_planes.iter().any(|d| d.state == "nacked"),
+                    "a data plane NACKed"
+                );
+                if acked == dps {
+                    return (stored, t.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+
+    println!("{dps} data planes, {routes} routes");
+    let (stored, all) = apply(1).await;
+    println!(
+        "full config:       stored after {:>7.1} ms, all ACKed after {:>7.1} ms",
+        stored.as_secs_f64() * 1e3,
+        all.as_secs_f64() * 1e3
+    );
+    let (mut st, mut al) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (stored, all) = apply(2 + round).await;
+        st.push(stored.as_secs_f64() * 1e3);
+        al.push(all.as_secs_f64() * 1e3);
+    }
+    println!(
+        "one-route change:  stored after {:>7.1} ms, all ACKed after {:>7.1} ms (medians of {rounds})",
+        median(&mut st),
+        median(&mut al)
+    );
+    let mut rss: Vec<f64> = planes.iter().map(|p| rss_mib(p.0.id())).collect();
+    let max = rss.iter().copied().fold(0.0, f64::max);
+    println!(
+        "data-plane RSS at {routes} routes: median {:.1} MiB, max {max:.1} MiB",
+        median(&mut rss)
+    );
+}
