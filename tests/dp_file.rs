@@ -206,6 +206,20 @@ async fn sighup_reloads_and_sigterm_drains_in_flight_requests() {
     )
     .await;
     dp.signal("TERM");
+    // While the slow request drains, readiness says so (the status listener stays up).
+    let ready = format!("http://{status}/status/ready");
+    eventually(
+        "readiness to report draining",
+        Duration::from_secs(5),
+        || {
+            let u = ready.clone();
+            async move {
+                let got = get(&u, &[]).await;
+                (got.status == 503 && got.body.contains("draining")).then_some(())
+            }
+        },
+    )
+    .await;
     let got = in_flight.await.unwrap();
     assert_eq!(got.status, 200);
     assert_eq!(got.body, "done");

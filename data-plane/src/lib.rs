@@ -165,10 +165,13 @@ pub async fn serve(
         let _ = sd.changed().await;
     });
 
+    // The status listener outlives the proxy's drain, so probes read "draining" instead of a
+    // refused connection while requests finish.
+    let (status_stop, status_shutdown) = watch::channel(false);
     let status = tokio::spawn(server::serve(
         listeners.status,
         status_handler,
-        shutdown.clone(),
+        status_shutdown,
         Duration::from_secs(1),
         None,
     ));
@@ -180,5 +183,6 @@ pub async fn serve(
         Some(shared),
     )
     .await;
+    let _ = status_stop.send(true);
     let _ = status.await;
 }
