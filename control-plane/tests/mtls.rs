@@ -39,7 +39,7 @@ fn capture_logs() {
         tracing_subscriber::fmt()
             .with_writer(|| LogWriter)
             .with_ansi(false)
-            .with_env_filter("portico_control_plane=debug")
+            .with_max_level(tracing::Level::DEBUG)
             .init();
     });
 }
