@@ -216,51 +216,63 @@ fn credentials(
     parent: Parent,
     issues: &mut Issues,
 ) {
+    c.keyauth.extend(credential_list(
+        obj,
+        path,
+        "keyauth_credentials",
+        parent,
+        issues,
+        |x: &config::KeyAuthCredential| x.consumer.is_some(),
+    ));
+    c.jwt.extend(credential_list(
+        obj,
+        path,
+        "jwt_secrets",
+        parent,
+        issues,
+        |x: &config::JwtSecret| x.consumer.is_some(),
+    ));
+    c.basicauth.extend(credential_list(
+        obj,
+        path,
+        "basicauth_credentials",
+        parent,
+        issues,
+        |x: &config::BasicAuthCredential| x.consumer.is_some(),
+    ));
+    c.acls.extend(credential_list(
+        obj,
+        path,
+        "acls",
+        parent,
+        issues,
+        |x: &config::Acl| x.consumer.is_some(),
+    ));
+}
+
+/// One credential list under `key`; nested in a consumer, an entry may not name its consumer.
+fn credential_list<T: DeserializeOwned + Default>(
+    obj: &Map<String, Value>,
+    path: &str,
+    key: &str,
+    parent: Parent,
+    issues: &mut Issues,
+    names_consumer: fn(&T) -> bool,
+) -> Vec<Item<T>> {
     let nested = parent != Parent::Top;
-    for (p, o) in list(obj, path, "keyauth_credentials", issues) {
-        let it = item::<config::KeyAuthCredential>(o, &[], &p, parent, issues);
+    let mut out = Vec::new();
+    for (p, o) in list(obj, path, key, issues) {
+        let it = item::<T>(o, &[], &p, parent, issues);
         forbid(
-            nested && it.cfg.consumer.is_some(),
+            nested && names_consumer(&it.cfg),
             &p,
             "consumer",
             "a consumer",
             issues,
         );
-        c.keyauth.push(it);
+        out.push(it);
     }
-    for (p, o) in list(obj, path, "jwt_secrets", issues) {
-        let it = item::<config::JwtSecret>(o, &[], &p, parent, issues);
-        forbid(
-            nested && it.cfg.consumer.is_some(),
-            &p,
-            "consumer",
-            "a consumer",
-            issues,
-        );
-        c.jwt.push(it);
-    }
-    for (p, o) in list(obj, path, "basicauth_credentials", issues) {
-        let it = item::<config::BasicAuthCredential>(o, &[], &p, parent, issues);
-        forbid(
-            nested && it.cfg.consumer.is_some(),
-            &p,
-            "consumer",
-            "a consumer",
-            issues,
-        );
-        c.basicauth.push(it);
-    }
-    for (p, o) in list(obj, path, "acls", issues) {
-        let it = item::<config::Acl>(o, &[], &p, parent, issues);
-        forbid(
-            nested && it.cfg.consumer.is_some(),
-            &p,
-            "consumer",
-            "a consumer",
-            issues,
-        );
-        c.acls.push(it);
-    }
+    out
 }
 
 /// A nested entity belongs to its enclosing parent; naming another one is a contradiction.
