@@ -54,6 +54,12 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// Prints the error for the user and returns the exit code to end with.
+    pub fn report(self) -> ExitCode {
+        eprintln!("error: {self}");
+        self.exit_code()
+    }
+
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> ExitCode {
         match self {

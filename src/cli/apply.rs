@@ -46,10 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     match apply(&args, text).await {
         Ok(code) => Ok(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(e.exit_code())
-        }
+        Err(e) => Ok(e.report()),
     }
 }
 

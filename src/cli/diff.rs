@@ -45,10 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let live = match live::fetch(&args.admin, &args.group).await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(e.exit_code());
-        }
+        Err(e) => return Ok(e.report()),
     };
     let (version, live) = match live {
         Some((v, s)) => (Some(v), s),

@@ -40,10 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::FAILURE);
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(e.exit_code());
-        }
+        Err(e) => return Ok(e.report()),
     };
     let items = live::entities(&snapshot, args.kind);
     match args.output {

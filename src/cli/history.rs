@@ -46,9 +46,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_table(&["VERSION", "HASH", "APPLIED", "ORIGIN", "CONTENT"], &rows);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(e.exit_code())
-        }
+        Err(e) => Ok(e.report()),
     }
 }

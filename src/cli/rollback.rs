@@ -49,9 +49,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(e.exit_code())
-        }
+        Err(e) => Ok(e.report()),
     }
 }

@@ -30,10 +30,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .await;
     let fleet = match result {
         Ok(r) => r.into_inner(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(e.exit_code());
-        }
+        Err(e) => return Ok(e.report()),
     };
     let groups: Vec<Vec<String>> = fleet
         .groups
