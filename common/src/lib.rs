@@ -7,11 +7,15 @@
 //! validates here is one every plane accepts.
 
 pub mod config;
+pub mod delta;
+pub mod digest;
 pub mod error;
 pub mod load;
 pub mod path;
 pub mod snapshot;
 mod snapshot_ext;
 
+pub use delta::{Changes, Delta};
+pub use digest::{Digests, EntityDigest};
 pub use error::{ConfigErrors, ConfigIssue};
 pub use load::{load_file, load_str, Loaded};

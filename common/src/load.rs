@@ -3,8 +3,8 @@
 //! Pipeline: parse (YAML or JSON) to a generic value -> check the file's meta-fields ->
 //! resolve secrets (`${VAR}`, `{vault://env/..}`) -> migrate 1.1/2.1 route paths -> flatten
 //! and decode each entity on its own (`collect`) -> per entity kind: ids, references,
-//! defaults and checks -> uniqueness -> content hash. Errors are collected, never returned
-//! early, so a user sees every problem of a file in one run.
+//! defaults and checks -> uniqueness -> entity digests and content hash. Errors are collected,
+//! never returned early, so a user sees every problem of a file in one run.
 
 mod checks;
 mod collect;
@@ -28,6 +28,7 @@ use std::path::Path;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::digest::Digests;
 use crate::error::{field_path, ConfigErrors, ConfigIssue, Issues};
 use crate::path::PathError;
 use crate::snapshot::Snapshot;
@@ -41,6 +42,9 @@ use ids::IdFrom;
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub warnings: Vec<ConfigIssue>,
+    /// The digests of `snapshot`'s entities; `snapshot.hash` is their root. Keep them to build
+    /// or apply a [`crate::delta::Delta`] without hashing the snapshot again.
+    pub digests: Digests,
 }
 
 /// The format versions Kong's declarative loader accepts.
@@ -243,10 +247,12 @@ pub(crate) fn load_with(
         plugins,
         hash: String::new(),
     };
-    snapshot.hash = snapshot.compute_hash();
+    let digests = Digests::of(&snapshot);
+    snapshot.hash = digests.root(&snapshot.source_format_version);
     Ok(Loaded {
         snapshot,
         warnings: ctx.issues.warnings,
+        digests,
     })
 }
 

@@ -17,7 +17,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Upstream>,
     pub consumers: Vec<Consumer>,
     pub plugins: Vec<Plugin>,
-    /// Hex SHA-256 over the canonical JSON of everything above; equal content, equal hash.
+    /// Hex content hash of everything above ([`crate::digest::Digests::root`]): equal content,
+    /// equal hash, whatever the order of the entities in the lists.
     pub hash: String,
 }
 
@@ -122,6 +123,8 @@ pub struct Upstream {
     pub slots: u32,
     pub host_header: Option<String>,
     /// Kong's `healthchecks` object with defaults applied, kept for the health-check issue.
+    /// Written with sorted keys (canonical for the content hash).
+    #[serde(serialize_with = "crate::digest::sorted_keys")]
     pub healthchecks: serde_json::Value,
     pub targets: Vec<Target>,
     pub tags: Vec<String>,
@@ -200,6 +203,8 @@ pub struct Plugin {
     pub route: Option<Uuid>,
     pub consumer: Option<Uuid>,
     /// The plugin's `config` as written (secrets resolved); typed by the plugin issues.
+    /// Written with sorted keys (canonical for the content hash).
+    #[serde(serialize_with = "crate::digest::sorted_keys")]
     pub config: serde_json::Value,
     pub protocols: Vec<Protocol>,
     pub enabled: bool,

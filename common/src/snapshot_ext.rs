@@ -1,9 +1,10 @@
 //! Helpers on the snapshot types (kept apart from `snapshot.rs`, which is the contract):
-//! protocol parsing, the one-line summary and the content hash.
+//! protocol parsing, the one-line summary, the content hash and the canonical JSON writer used
+//! for content-derived ids.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
+use crate::digest::Digests;
 use crate::snapshot::{Protocol, Snapshot};
 
 impl Protocol {
@@ -59,18 +60,11 @@ impl Snapshot {
         )
     }
 
-    /// Hex SHA-256 over the canonical JSON of the snapshot with `hash` empty.
-    ///
-    /// Canonical means object keys sorted at every level, written by us rather than by
-    /// `serde_json::to_vec`: `serde_json`'s `preserve_order` feature is unified across the whole
-    /// build, so another crate enabling it must not change the hash of the same content.
+    /// The content hash of everything but `hash` itself: `Digests::of(self).root(..)`, see
+    /// [`crate::digest`]. Callers that keep the digests (to build or apply a
+    /// [`crate::delta::Delta`]) should compute them once and call [`Digests::root`] instead.
     pub fn compute_hash(&self) -> String {
-        let mut copy = self.clone();
-        copy.hash = String::new();
-        let value = serde_json::to_value(&copy).unwrap_or(Value::Null);
-        let mut out = String::new();
-        write_canonical(&value, &mut out);
-        hex::encode(Sha256::digest(out.as_bytes()))
+        Digests::of(self).root(&self.source_format_version)
     }
 }
 

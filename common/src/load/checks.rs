@@ -1,6 +1,7 @@
 //! Field checks shared by several entities, with Kong's messages where Kong has one
 //! (K:kong/db/schema/typedefs.lua, K:kong/db/schema/init.lua).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -229,15 +230,19 @@ impl Unique {
         issues: &mut Issues,
     ) -> bool {
         let key = (format!("{entity}.{field}"), format!("{scope}\u{0}{value}"));
-        if self.seen.contains_key(&key) {
-            issues.error(
-                path,
-                format!("uniqueness violation: '{entity}' entity with {field} set to '{value}' already declared"),
-            );
-            return false;
+        match self.seen.entry(key) {
+            Entry::Occupied(_) => {
+                issues.error(
+                    path,
+                    format!("uniqueness violation: '{entity}' entity with {field} set to '{value}' already declared"),
+                );
+                false
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(path.to_owned());
+                true
+            }
         }
-        self.seen.insert(key, path.to_owned());
-        true
     }
 
     /// As [`Unique::check`] for secret values: the message names where the first one is

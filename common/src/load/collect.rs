@@ -6,6 +6,7 @@
 //! settled, so no "required field missing" follows) and the rest of the entity still gets
 //! validated.
 
+use serde::de::value::MapDeserializer;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -38,7 +39,8 @@ pub(crate) struct Item<T> {
     pub cfg: T,
     pub parent: Parent,
     /// Canonical JSON of the entity's own fields minus metadata and foreign keys: the id input
-    /// for entities with no natural key (a service or route without a name).
+    /// for entities with no natural key (a service or route without a name). Empty when the
+    /// entity decoded and has a natural key ([`Authored::keyless`]), since it is not used then.
     pub content: String,
 }
 
@@ -251,7 +253,7 @@ fn credentials(
 }
 
 /// One credential list under `key`; nested in a consumer, an entry may not name its consumer.
-fn credential_list<T: DeserializeOwned + Default>(
+fn credential_list<T: Authored>(
     obj: &Map<String, Value>,
     path: &str,
     key: &str,
@@ -316,19 +318,86 @@ fn list<'a>(
     }
 }
 
+/// An authored entity type, decoded by [`item`].
+pub(crate) trait Authored: DeserializeOwned + Default {
+    /// Whether no natural key is written (a name, a username): only then may the loader derive
+    /// the id from the content, so only then is [`Item::content`] computed.
+    fn keyless(&self) -> bool {
+        false
+    }
+}
+
+impl Authored for config::Service {
+    fn keyless(&self) -> bool {
+        self.name.is_none()
+    }
+}
+
+impl Authored for config::Route {
+    fn keyless(&self) -> bool {
+        self.name.is_none()
+    }
+}
+
+impl Authored for config::Upstream {
+    fn keyless(&self) -> bool {
+        self.name.is_none()
+    }
+}
+
+impl Authored for config::Consumer {
+    fn keyless(&self) -> bool {
+        let unset = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        unset(&self.username) && unset(&self.custom_id)
+    }
+}
+
+impl Authored for config::Target {}
+impl Authored for config::KeyAuthCredential {}
+impl Authored for config::JwtSecret {}
+impl Authored for config::BasicAuthCredential {}
+impl Authored for config::Acl {}
+impl Authored for config::Plugin {}
+
+/// Fields that never count as an entity's content: metadata and foreign keys.
+const NOT_CONTENT: &[&str] = &[
+    "_comment",
+    "_ignore",
+    "created_at",
+    "updated_at",
+    "service",
+    "route",
+    "consumer",
+    "upstream",
+];
+
 /// Decodes one entity, minus its nested lists (`strip`), reporting every bad field.
-fn item<T: DeserializeOwned + Default>(
+fn item<T: Authored>(
     obj: &Map<String, Value>,
     strip: &[&str],
     path: &str,
     parent: Parent,
     issues: &mut Issues,
 ) -> Item<T> {
-    let mut own: Map<String, Value> = obj
-        .iter()
-        .filter(|(k, _)| !strip.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    // The common case: the entity decodes as a whole, straight from the document (no copy).
+    let own_fields = || obj.iter().filter(|(k, _)| !strip.contains(&k.as_str()));
+    let borrowed =
+        MapDeserializer::<_, serde_json::Error>::new(own_fields().map(|(k, v)| (k.as_str(), v)));
+    if let Ok(cfg) = T::deserialize(borrowed) {
+        let content = if cfg.keyless() {
+            content(own_fields().map(|(k, v)| (k.clone(), v.clone())).collect())
+        } else {
+            String::new()
+        };
+        return Item {
+            path: path.to_owned(),
+            cfg,
+            parent,
+            content,
+        };
+    }
+
+    let mut own: Map<String, Value> = own_fields().map(|(k, v)| (k.clone(), v.clone())).collect();
     let cfg = match serde_json::from_value::<T>(Value::Object(own.clone())) {
         Ok(cfg) => cfg,
         Err(_) => {
@@ -358,26 +427,22 @@ fn item<T: DeserializeOwned + Default>(
             serde_json::from_value::<T>(Value::Object(own.clone())).unwrap_or_default()
         }
     };
-    for k in [
-        "_comment",
-        "_ignore",
-        "created_at",
-        "updated_at",
-        "service",
-        "route",
-        "consumer",
-        "upstream",
-    ] {
-        own.remove(k);
-    }
-    let mut content = String::new();
-    write_canonical(&Value::Object(own), &mut content);
     Item {
         path: path.to_owned(),
         cfg,
         parent,
-        content,
+        content: content(own),
     }
+}
+
+/// Canonical JSON of an entity's own fields minus [`NOT_CONTENT`].
+fn content(mut own: Map<String, Value>) -> String {
+    for k in NOT_CONTENT {
+        own.remove(*k);
+    }
+    let mut content = String::new();
+    write_canonical(&Value::Object(own), &mut content);
+    content
 }
 
 /// serde's wording to the user's: JSON/YAML names, not Rust's.

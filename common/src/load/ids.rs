@@ -18,15 +18,29 @@
 //!   its consumer and the rank of its key among that consumer's keys (never from the key: the
 //!   id is sent upstream in `X-Credential-Identifier`, and a hash of a key leaks it).
 
+use std::sync::OnceLock;
+
 use uuid::Uuid;
+
+use super::collect::ENTITY_KEYS;
 
 /// Kong's root namespace for declarative ids.
 const ROOT: Uuid = Uuid::from_u128(0xfd02801f_0957_4a15_a55a_c8d9606f30b5);
 
 /// Kong's `generate_uuid(entity, key)`.
 pub(crate) fn generate(entity: &str, key: &str) -> Uuid {
-    let namespace = Uuid::new_v5(&ROOT, entity.as_bytes());
-    Uuid::new_v5(&namespace, key.as_bytes())
+    Uuid::new_v5(&namespace(entity), key.as_bytes())
+}
+
+/// `uuid_v5(ROOT, entity)`, computed once per entity kind rather than once per entity.
+fn namespace(entity: &str) -> Uuid {
+    static KNOWN: OnceLock<Vec<(&'static str, Uuid)>> = OnceLock::new();
+    let compute = |e: &str| Uuid::new_v5(&ROOT, e.as_bytes());
+    KNOWN
+        .get_or_init(|| ENTITY_KEYS.iter().map(|e| (*e, compute(e))).collect())
+        .iter()
+        .find(|(e, _)| *e == entity)
+        .map_or_else(|| compute(entity), |&(_, ns)| ns)
 }
 
 /// Kong's `build_cache_key`: `"<entity>:*:<part>:<part>.."`.
@@ -72,6 +86,10 @@ mod tests {
     #[test]
     fn namespacing_is_per_entity() {
         assert_ne!(generate("services", "a"), generate("routes", "a"));
+        for entity in ENTITY_KEYS.iter().chain(&["other"]) {
+            let ns = Uuid::new_v5(&ROOT, entity.as_bytes());
+            assert_eq!(generate(entity, "k"), Uuid::new_v5(&ns, b"k"));
+        }
         assert_eq!(generate("services", "a"), generate("services", "a"));
         assert_eq!(cache_key("targets", &["u", "h:80"]), "targets:*:u:h:80");
     }

@@ -14,28 +14,46 @@
 //! `_comment` and `_ignore` are skipped: they are ignored content, and a variable mentioned in
 //! a comment must not be required.
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
-use crate::error::{field_path, index_path, Issues};
+use crate::error::Issues;
 
 /// Resolves secrets in place throughout `doc`.
 pub(crate) fn resolve(doc: &mut Value, env: &dyn Fn(&str) -> Option<String>, issues: &mut Issues) {
-    walk(doc, "", env, issues);
+    walk(doc, &mut String::new(), env, issues);
 }
 
-fn walk(value: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, issues: &mut Issues) {
+/// `path` is the place of `value` (`services[0].host`); it is extended and truncated back as
+/// the walk descends, so a document without secrets costs no allocation per node.
+fn walk(
+    value: &mut Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Issues,
+) {
+    let len = path.len();
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 if k == "_comment" || k == "_ignore" {
                     continue;
                 }
-                walk(v, &field_path(path, k), env, issues);
+                if len > 0 {
+                    path.push('.');
+                }
+                path.push_str(k);
+                walk(v, path, env, issues);
+                path.truncate(len);
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                walk(v, &index_path(path, i), env, issues);
+                // Same text as `index_path`; no allocation.
+                let _ = write!(path, "[{i}]");
+                walk(v, path, env, issues);
+                path.truncate(len);
             }
         }
         Value::String(s) => {

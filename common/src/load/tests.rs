@@ -54,3 +54,23 @@ fn settled_places_silence_follow_up_errors() {
         ]
     );
 }
+
+#[test]
+fn keyless_entities_take_their_id_from_their_content() {
+    use super::ids::generate;
+    let yaml = "_format_version: \"3.0\"\nservices:\n- host: a.internal\n  port: 81\n  _comment: not content\n  routes:\n  - paths: [/nameless]\n    created_at: 1\n- name: named\n  host: b.internal\n";
+    let s = load_with(yaml, &|_| None, crate::path::canonicalize)
+        .unwrap()
+        .snapshot;
+    let service = generate(
+        "services",
+        r#"services:*:#content:{"host":"a.internal","port":81}"#,
+    );
+    assert_eq!(s.services[0].id, service);
+    let route = generate(
+        "routes",
+        &format!(r#"routes:*:#content:{{"paths":["/nameless"]}}|service:{service}"#),
+    );
+    assert_eq!(s.routes[0].id, route);
+    assert_eq!(s.services[1].id, generate("services", "named"));
+}
