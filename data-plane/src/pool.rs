@@ -30,21 +30,33 @@ const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 /// All endpoint pools of a data plane, surviving config swaps.
 #[derive(Debug, Default)]
 pub struct Pools {
-    map: Mutex<HashMap<(String, u16), Weak<EndpointPool>>>,
+    map: Mutex<PoolMap>,
+}
+
+#[derive(Debug, Default)]
+struct PoolMap {
+    pools: HashMap<(String, u16), Weak<EndpointPool>>,
+    /// Entries after the last sweep of dead ones.
+    swept_len: usize,
 }
 
 impl Pools {
     /// The pool for `host:port`, shared with every runtime that uses it. Called at compile time.
     pub fn endpoint(&self, host: &str, port: u16) -> Arc<EndpointPool> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        // Drop entries no runtime uses any more, so removed endpoints free their connections.
-        map.retain(|_, w| w.strong_count() > 0);
+        // Drop entries no runtime uses any more (their pools, and connections, are already
+        // gone; this frees the entry). Only once the map has doubled since the last sweep: a
+        // sweep per call would make compiling n services O(n^2).
+        if map.pools.len() >= 2 * map.swept_len.max(32) {
+            map.pools.retain(|_, w| w.strong_count() > 0);
+            map.swept_len = map.pools.len();
+        }
         let key = (host.to_ascii_lowercase(), port);
-        if let Some(p) = map.get(&key).and_then(Weak::upgrade) {
+        if let Some(p) = map.pools.get(&key).and_then(Weak::upgrade) {
             return p;
         }
         let pool = Arc::new(EndpointPool::new(key.0.clone(), port));
-        map.insert(key, Arc::downgrade(&pool));
+        map.pools.insert(key, Arc::downgrade(&pool));
         pool
     }
 }

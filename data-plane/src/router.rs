@@ -2,31 +2,49 @@
 //! indexed so that one match costs the same with 10 routes or 10,000.
 //!
 //! - [`compile`] turns routes into matchers: path-group splitting, the 64-bit priority and the
-//!   field predicates of K:kong/router/transform.lua.
+//!   field predicates of K:kong/router/transform.lua. [`Router::recompile`] reuses the matchers
+//!   of unchanged routes and every regex whose pattern is unchanged, so a one-route change to
+//!   10,000 routes costs milliseconds.
 //! - [`index`] holds host buckets and path tries that yield candidates along the request.
+//! - [`regex`] runs route regexes on the regex crate's NFA engines, without the per-regex
+//!   memory of `regex::Regex`.
 //! - This file is the API the proxy calls, plus the upstream-path rewrite of
 //!   K:kong/router/utils.lua `get_upstream_uri_v0`.
 //!
-//! The router has no locks and allocates nothing per match except the upstream path.
+//! The router has no locks and allocates nothing per match except the upstream path (regex
+//! scratch space is one per thread, kept between matches).
 
 mod compile;
 mod index;
+mod regex;
 
 use std::borrow::Cow;
 
-use compile::{Matcher, PathPattern};
+use compile::{Matcher, PathPattern, Previous};
 use index::Index;
 use portico_common::snapshot::Snapshot;
 
 /// A compiled, immutable router for one snapshot.
 #[derive(Debug)]
 pub struct Router {
-    /// Sorted best-first: priority descending, then id descending (atc-router iterates its
-    /// `BTreeMap<MatcherKey(priority, uuid)>` from the top, so the larger uuid wins a tie).
+    /// Sorted best-first: priority descending, then id descending (see [`compile::compile`]).
     matchers: Vec<Matcher>,
     index: Index,
     /// `service.path` by service index (`None` means `/`).
     service_paths: Vec<Option<Box<str>>>,
+    stats: CompileStats,
+}
+
+/// What a compilation reused and what it had to build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Routes whose matchers were taken from the previous router (unchanged `Route` value).
+    pub routes_reused: usize,
+    /// Distinct regexes (path and header) compiled.
+    pub regexes_compiled: usize,
+    /// Distinct regexes of changed or new routes taken from the previous router (same
+    /// pattern text); regexes inside reused routes are not counted.
+    pub regexes_reused: usize,
 }
 
 /// What the router looks at in a request.
@@ -78,8 +96,32 @@ impl Router {
     /// Compiles the HTTP routes of `snapshot` (stream routes and routes of disabled services
     /// are left out, as Kong does).
     pub fn new(snapshot: &Snapshot) -> Result<Router, Vec<RouterError>> {
-        let mut matchers = compile::compile(snapshot)?;
-        matchers.sort_by_key(|m| std::cmp::Reverse((m.priority, m.id)));
+        Router::build(snapshot, None)
+    }
+
+    /// The same router as [`Router::new`] gives, built faster by reusing from `previous`, the
+    /// router compiled from `previous_snapshot`: the matchers of every route whose `Route`
+    /// value is unchanged, and every compiled regex whose pattern text is unchanged. Entities
+    /// may have moved in the lists; routes are matched by id.
+    pub fn recompile(
+        snapshot: &Snapshot,
+        previous: &Router,
+        previous_snapshot: &Snapshot,
+    ) -> Result<Router, Vec<RouterError>> {
+        Router::build(
+            snapshot,
+            Some(Previous {
+                matchers: &previous.matchers,
+                snapshot: previous_snapshot,
+            }),
+        )
+    }
+
+    fn build(
+        snapshot: &Snapshot,
+        previous: Option<Previous<'_>>,
+    ) -> Result<Router, Vec<RouterError>> {
+        let (matchers, stats) = compile::compile(snapshot, previous)?;
         let index = Index::build(&matchers);
         let service_paths = snapshot
             .services
@@ -90,7 +132,13 @@ impl Router {
             matchers,
             index,
             service_paths,
+            stats,
         })
+    }
+
+    /// What building this router reused and compiled.
+    pub fn stats(&self) -> CompileStats {
+        self.stats
     }
 
     /// The highest-priority route matching `req`, or `None` (the proxy answers 404).
@@ -109,13 +157,13 @@ impl Router {
             Some(p) => path.get(p.len()..).unwrap_or(""),
             None => path.get(1..).unwrap_or(""),
         };
-        let base = m
-            .service_index
+        let service_index = m.service_index.map(|si| si as usize);
+        let base = service_index
             .and_then(|si| self.service_path(si))
             .unwrap_or("/");
         Some(RouteMatch {
-            route_index: m.route_index,
-            service_index: m.service_index,
+            route_index: m.route_index as usize,
+            service_index,
             upstream_path: upstream_uri_v0(m.strip_path, sanitize_uri_postfix(postfix), path, base),
             stripped_prefix: prefix.filter(|p| *p != "/").map(|p| {
                 configured_prefix(m, p).map_or_else(|| Cow::Owned(p.to_owned()), Cow::Borrowed)
@@ -217,3 +265,6 @@ mod tests;
 
 #[cfg(test)]
 mod path_handling_tests;
+
+#[cfg(test)]
+mod recompile_tests;

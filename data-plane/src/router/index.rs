@@ -1,12 +1,15 @@
 //! The lookup structures that keep the cost of one match independent of the number of routes:
 //! host buckets (exact host in a hash map, `*.suffix` and `prefix.*` wildcards in hash maps
 //! probed once per label, and one bucket for routes without hosts), and inside each bucket a
-//! byte trie over prefix paths and over the literal prefixes of regex paths, walked once along
-//! the request path.
+//! compressed trie over prefix paths and over the literal prefixes of regex paths, walked once
+//! along the request path.
 //!
 //! Matchers are numbered by rank (0 is the highest priority), so every candidate list is
 //! sorted best-first and a search stops scanning a list as soon as it cannot beat the best
 //! candidate found so far.
+//!
+//! Every bucket's trie lives in one set of flat arrays, built in one pass over the sorted
+//! (bucket, key) list: a 10,000-route index is a handful of allocations.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -19,15 +22,20 @@ pub(super) type Rank = u32;
 
 type Map<T> = HashMap<Box<str>, T, FxBuild>;
 
+/// The root of a bucket that has no paths.
+const NO_ROOT: u32 = u32::MAX;
+
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    exact: Map<Bucket>,
+    /// Host to bucket number.
+    exact: Map<u32>,
     /// Keyed by `.ex.com` (from `*.ex.com`).
-    suffix: Map<Bucket>,
+    suffix: Map<u32>,
     /// Keyed by `ex.` (from `ex.*`).
-    prefix: Map<Bucket>,
-    /// Routes without hosts.
-    any: Bucket,
+    prefix: Map<u32>,
+    /// Bucket 0 holds the routes without hosts.
+    buckets: Vec<Bucket>,
+    trie: Trie,
 }
 
 /// The best candidate so far: its rank and the span of the path it matched (none for a
@@ -38,16 +46,40 @@ pub(super) struct Best {
     pub matched: Option<(usize, usize)>,
 }
 
+/// One path of one matcher, filed in one bucket.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'m> {
+    bucket: u32,
+    rank: Rank,
+    /// The first 16 bytes of `key`, zero-padded, big-endian: orders like `key` except that it
+    /// cannot tell a key from the same key followed by zero bytes, so equal heads compare the
+    /// keys. Sorting compares this inline instead of chasing 20,000 key pointers.
+    head: u128,
+    key: &'m [u8],
+    regex: bool,
+}
+
+fn head(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
+}
+
 impl Index {
     /// Builds the index; `matchers` must already be sorted best-first (index == rank).
     pub fn build(matchers: &[Matcher]) -> Index {
-        let mut any = BucketBuilder::default();
-        let mut maps: [Map<BucketBuilder>; 3] = Default::default();
+        let mut maps: [Map<u32>; 3] = Default::default();
+        let mut bucket_count = 1u32;
+        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(matchers.len() * 2);
+        // (bucket, rank) of the matchers without paths.
+        let mut pathless: Vec<(u32, Rank)> = Vec::new();
+        let mut host_buckets: Vec<u32> = Vec::new();
         for (rank, m) in matchers.iter().enumerate() {
             let rank = Rank::try_from(rank).unwrap_or(Rank::MAX);
+            host_buckets.clear();
             if m.hosts.is_empty() {
-                any.insert(rank, m);
-                continue;
+                host_buckets.push(0);
             }
             for h in m.hosts.iter() {
                 let map = match h.kind {
@@ -55,35 +87,95 @@ impl Index {
                     HostKind::Suffix => &mut maps[1],
                     HostKind::Prefix => &mut maps[2],
                 };
-                map.entry(h.text.clone()).or_default().insert(rank, m);
+                let b = match map.get(&*h.text) {
+                    Some(&b) => b,
+                    None => {
+                        map.insert(h.text.clone(), bucket_count);
+                        bucket_count += 1;
+                        bucket_count - 1
+                    }
+                };
+                host_buckets.push(b);
+            }
+            for &bucket in &host_buckets {
+                if m.paths.is_empty() {
+                    pathless.push((bucket, rank));
+                }
+                for p in m.paths.iter() {
+                    let (key, regex) = match p {
+                        PathPattern::Prefix(text) => (text.as_bytes(), false),
+                        PathPattern::Regex { literal, .. } => (literal.as_bytes(), true),
+                    };
+                    entries.push(Entry {
+                        bucket,
+                        rank,
+                        head: head(key),
+                        key,
+                        regex,
+                    });
+                }
             }
         }
-        let finish = |m: Map<BucketBuilder>| -> Map<Bucket> {
-            m.into_iter().map(|(k, b)| (k, b.finish())).collect()
-        };
-        let [exact, suffix, prefix] = maps;
+        // Rank last: equal keys keep best-first order, and a matcher filed twice under one key
+        // (two identical paths, or two hosts naming one bucket) lands next to itself.
+        entries.sort_unstable_by(|a, b| {
+            (a.bucket, a.head)
+                .cmp(&(b.bucket, b.head))
+                .then_with(|| a.key.cmp(b.key))
+                .then(a.rank.cmp(&b.rank))
+        });
+        pathless.sort_unstable();
+        pathless.dedup();
+
+        let mut trie = Trie::default();
+        let mut buckets = vec![
+            Bucket {
+                root: NO_ROOT,
+                pathless: (0, 0),
+            };
+            bucket_count as usize
+        ];
+        for group in pathless.chunk_by(|a, b| a.0 == b.0) {
+            let start = trie.ranks.len();
+            trie.ranks.extend(group.iter().map(|&(_, rank)| rank));
+            buckets[group[0].0 as usize].pathless = range(start, group.len());
+        }
+        for group in entries.chunk_by(|a, b| a.bucket == b.bucket) {
+            buckets[group[0].bucket as usize].root = trie.add(group);
+        }
+        trie.shrink_to_fit();
+        let [mut exact, mut suffix, mut prefix] = maps;
+        exact.shrink_to_fit();
+        suffix.shrink_to_fit();
+        prefix.shrink_to_fit();
         Index {
-            exact: finish(exact),
-            suffix: finish(suffix),
-            prefix: finish(prefix),
-            any: any.finish(),
+            exact,
+            suffix,
+            prefix,
+            buckets,
+            trie,
         }
     }
 
     /// The highest-priority matcher for `req`, with the length of its matched path text.
     pub fn search(&self, matchers: &[Matcher], req: &RouteRequest<'_>) -> Option<Best> {
         let mut best = None;
-        self.any.search(matchers, req, &mut best);
-        if let Some(b) = self.exact.get(req.host) {
-            b.search(matchers, req, &mut best);
+        let bucket = |b: u32, best: &mut Option<Best>| {
+            if let Some(b) = self.buckets.get(b as usize) {
+                self.trie.search(b, matchers, req, best);
+            }
+        };
+        bucket(0, &mut best);
+        if let Some(&b) = self.exact.get(req.host) {
+            bucket(b, &mut best);
         }
         if !self.suffix.is_empty() || !self.prefix.is_empty() {
             for (i, _) in req.host.match_indices('.') {
-                if let Some(b) = self.suffix.get(&req.host[i..]) {
-                    b.search(matchers, req, &mut best);
+                if let Some(&b) = self.suffix.get(&req.host[i..]) {
+                    bucket(b, &mut best);
                 }
-                if let Some(b) = self.prefix.get(&req.host[..=i]) {
-                    b.search(matchers, req, &mut best);
+                if let Some(&b) = self.prefix.get(&req.host[..=i]) {
+                    bucket(b, &mut best);
                 }
             }
         }
@@ -91,137 +183,21 @@ impl Index {
     }
 }
 
-/// A bucket while it is being built: a plain byte trie, one node per byte.
-#[derive(Debug)]
-struct BucketBuilder {
-    nodes: Vec<BuildNode>,
-    pathless: Vec<Rank>,
-}
-
-#[derive(Debug, Default)]
-struct BuildNode {
-    /// Sorted by byte.
-    edges: Vec<(u8, u32)>,
-    prefixes: Vec<Rank>,
-    regexes: Vec<Rank>,
-}
-
-impl Default for BucketBuilder {
-    fn default() -> Self {
-        BucketBuilder {
-            nodes: vec![BuildNode::default()],
-            pathless: Vec::new(),
-        }
-    }
-}
-
-fn push_unique(list: &mut Vec<Rank>, rank: Rank) {
-    // Insertion happens in rank order, so a duplicate (two hosts or paths of one matcher
-    // landing on the same list) can only be the last element.
-    if list.last() != Some(&rank) {
-        list.push(rank);
-    }
-}
-
-impl BucketBuilder {
-    fn insert(&mut self, rank: Rank, m: &Matcher) {
-        if m.paths.is_empty() {
-            push_unique(&mut self.pathless, rank);
-            return;
-        }
-        for p in m.paths.iter() {
-            match p {
-                PathPattern::Prefix(text) => {
-                    let n = self.node_for(text.as_bytes());
-                    push_unique(&mut self.nodes[n].prefixes, rank);
-                }
-                PathPattern::Regex { literal, .. } => {
-                    let n = self.node_for(literal.as_bytes());
-                    push_unique(&mut self.nodes[n].regexes, rank);
-                }
-            }
-        }
-    }
-
-    fn node_for(&mut self, text: &[u8]) -> usize {
-        let mut n = 0;
-        for &b in text {
-            n = match self.nodes[n].edges.binary_search_by_key(&b, |e| e.0) {
-                Ok(i) => self.nodes[n].edges[i].1 as usize,
-                Err(i) => {
-                    let child = self.nodes.len();
-                    self.nodes.push(BuildNode::default());
-                    self.nodes[n].edges.insert(i, (b, child as u32));
-                    child
-                }
-            };
-        }
-        n
-    }
-
-    /// Compresses chains of single-child nodes without candidates into one labelled edge
-    /// (a radix tree) and packs everything into flat arrays, so a walk touches a handful of
-    /// nodes and little memory even with 10,000 paths.
-    fn finish(self) -> Bucket {
-        let mut out = Bucket {
-            nodes: Vec::new(),
-            edges: Vec::new(),
-            ranks: Vec::new(),
-            labels: Vec::new(),
-            pathless: self.pathless.clone(),
-        };
-        out.nodes.push(Node::default());
-        // (builder node, compressed node) pairs still to lay out.
-        let mut todo = vec![(0usize, 0usize)];
-        while let Some((b, c)) = todo.pop() {
-            let src = &self.nodes[b];
-            let prefixes = push_range(&mut out.ranks, &src.prefixes);
-            let regexes = push_range(&mut out.ranks, &src.regexes);
-            let edges_start = out.edges.len();
-            for &(byte, mut child) in &src.edges {
-                let label_start = out.labels.len();
-                out.labels.push(byte);
-                loop {
-                    let n = &self.nodes[child as usize];
-                    if n.edges.len() != 1 || !n.prefixes.is_empty() || !n.regexes.is_empty() {
-                        break;
-                    }
-                    out.labels.push(n.edges[0].0);
-                    child = n.edges[0].1;
-                }
-                let cn = out.nodes.len();
-                out.nodes.push(Node {
-                    label: (label_start as u32, (out.labels.len() - label_start) as u32),
-                    ..Node::default()
-                });
-                out.edges.push((byte, cn as u32));
-                todo.push((child as usize, cn));
-            }
-            let node = &mut out.nodes[c];
-            node.prefixes = prefixes;
-            node.regexes = regexes;
-            node.edges = (edges_start as u32, (out.edges.len() - edges_start) as u32);
-        }
-        out
-    }
-}
-
-fn push_range(arena: &mut Vec<Rank>, items: &[Rank]) -> (u32, u32) {
-    let start = arena.len();
-    arena.extend_from_slice(items);
-    (start as u32, items.len() as u32)
-}
-
-/// A compressed, packed trie. Ranges are (start, len) into the arrays.
-#[derive(Debug, Default)]
+/// A bucket: its trie root and the matchers without paths (a range of `Trie::ranks`).
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
+    root: u32,
+    pathless: (u32, u32),
+}
+
+/// Compressed, packed tries of every bucket. Ranges are (start, len) into the arrays.
+#[derive(Debug, Default)]
+struct Trie {
     nodes: Vec<Node>,
     /// Per node, sorted by first byte.
     edges: Vec<(u8, u32)>,
     ranks: Vec<Rank>,
     labels: Vec<u8>,
-    /// Matchers without paths.
-    pathless: Vec<Rank>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -235,17 +211,95 @@ struct Node {
     regexes: (u32, u32),
 }
 
+fn range(start: usize, len: usize) -> (u32, u32) {
+    (
+        u32::try_from(start).unwrap_or(u32::MAX),
+        u32::try_from(len).unwrap_or(0),
+    )
+}
+
 fn slice<T>(arena: &[T], (start, len): (u32, u32)) -> &[T] {
     arena
         .get(start as usize..start as usize + len as usize)
         .unwrap_or(&[])
 }
 
-impl Bucket {
-    fn search(&self, matchers: &[Matcher], req: &RouteRequest<'_>, best: &mut Option<Best>) {
+impl Trie {
+    /// Adds the trie of one bucket's entries, sorted by (key, rank); returns its root. A node
+    /// exists where a key ends or where keys part: chains without either are one edge label.
+    fn add(&mut self, entries: &[Entry<'_>]) -> u32 {
+        let root = self.nodes.len();
+        self.nodes.push(Node::default());
+        // (node, entries range, depth): every entry in the range starts with the text the
+        // node spells, which is `depth` bytes long.
+        let mut todo = vec![(root, 0usize, entries.len(), 0usize)];
+        while let Some((n, lo, hi, depth)) = todo.pop() {
+            let es = &entries[lo..hi];
+            // Keys that end here sort first.
+            let here = es.iter().take_while(|e| e.key.len() == depth).count();
+            let prefixes = self.push_ranks(es[..here].iter().filter(|e| !e.regex));
+            let regexes = self.push_ranks(es[..here].iter().filter(|e| e.regex));
+            let edges_start = self.edges.len();
+            let mut j = here;
+            while j < es.len() {
+                let byte = es[j].key[depth];
+                let k = j + es[j..].iter().take_while(|e| e.key[depth] == byte).count();
+                let (first, last) = (es[j].key, es[k - 1].key);
+                let common = first[depth..]
+                    .iter()
+                    .zip(&last[depth..])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                let child = self.nodes.len();
+                let label = range(self.labels.len(), common);
+                self.labels.extend_from_slice(&first[depth..depth + common]);
+                self.nodes.push(Node {
+                    label,
+                    ..Node::default()
+                });
+                self.edges.push((byte, child as u32));
+                todo.push((child, lo + j, lo + k, depth + common));
+                j = k;
+            }
+            let node = &mut self.nodes[n];
+            node.prefixes = prefixes;
+            node.regexes = regexes;
+            node.edges = range(edges_start, self.edges.len() - edges_start);
+        }
+        root as u32
+    }
+
+    /// Appends the ranks of `entries` (in rank order) without repeats.
+    fn push_ranks<'e, 'm: 'e>(
+        &mut self,
+        entries: impl Iterator<Item = &'e Entry<'m>>,
+    ) -> (u32, u32) {
+        let start = self.ranks.len();
+        for e in entries {
+            if self.ranks.len() == start || self.ranks.last() != Some(&e.rank) {
+                self.ranks.push(e.rank);
+            }
+        }
+        range(start, self.ranks.len() - start)
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.nodes.shrink_to_fit();
+        self.edges.shrink_to_fit();
+        self.ranks.shrink_to_fit();
+        self.labels.shrink_to_fit();
+    }
+
+    fn search(
+        &self,
+        bucket: &Bucket,
+        matchers: &[Matcher],
+        req: &RouteRequest<'_>,
+        best: &mut Option<Best>,
+    ) {
         let beats = |rank: Rank, best: &Option<Best>| best.is_none_or(|b| rank < b.rank);
         let path = req.path.as_bytes();
-        let mut n = 0usize;
+        let mut n = bucket.root as usize;
         let mut depth = 0usize;
         while let Some(node) = self.nodes.get(n) {
             for &rank in slice(&self.ranks, node.prefixes) {
@@ -286,13 +340,15 @@ impl Bucket {
                 break;
             };
             let label = slice(&self.labels, cn.label);
-            if !path[depth..].starts_with(label) {
+            // Labels are short: a byte loop beats a call to memcmp.
+            let rest = &path[depth..];
+            if rest.len() < label.len() || !label.iter().zip(rest).all(|(a, b)| a == b) {
                 break;
             }
             depth += label.len();
             n = child;
         }
-        for &rank in &self.pathless {
+        for &rank in slice(&self.ranks, bucket.pathless) {
             if !beats(rank, best) {
                 break;
             }
@@ -347,6 +403,13 @@ impl Hasher for Fx {
         self.add(u64::from(b));
     }
     fn finish(&self) -> u64 {
-        self.0
+        // The multiplies leave each bit depending only on the input bits at or below it, and
+        // the table indexes by the low bits: keys that differ only in their last bytes (UUIDs
+        // are stored big-endian, so `Uuid::from_u128(n)` varies at the end) would all collide.
+        // SplitMix64's finaliser spreads every bit over the whole word.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }

@@ -283,13 +283,16 @@ fn priority_bit_layout() {
     assert_eq!(regex, want, "{regex:#x} vs {want:#x}");
     let prefix = priority(&rt.clone().hosts(&["*.a.com"]), &["/abc".to_owned()]);
     assert_eq!(prefix, (4u64 << 61) | (2 << 52) | 4);
-    assert_eq!(priority(&route(1, 0), &[]), 0);
+    assert_eq!(priority(&route(1, 0), &[] as &[String]), 0);
     // Header count caps at 255 and never spills into the weight.
     let mut many = route(1, 0);
     for i in 0..300 {
         many = many.header(&format!("x-{i}"), &["v"]);
     }
-    assert_eq!(priority(&many, &[]), (1u64 << 61) | (255 << 52));
+    assert_eq!(
+        priority(&many, &[] as &[String]),
+        (1u64 << 61) | (255 << 52)
+    );
 }
 
 #[test]
@@ -556,8 +559,8 @@ fn linear(r: &Router, rq: &RouteRequest<'_>) -> Option<usize> {
                 && (m.paths.is_empty()
                     || m.paths.iter().any(|p| match p {
                         PathPattern::Prefix(t) => rq.path.starts_with(&**t),
-                        PathPattern::Regex { re, .. } => re.is_match(rq.path),
+                        PathPattern::Regex { re, .. } => re.find(rq.path).is_some(),
                     }))
         })
-        .map(|m| m.route_index)
+        .map(|m| m.route_index as usize)
 }
