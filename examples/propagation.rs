@@ -7,9 +7,10 @@
 //! ```
 //! Starts the real `portico cp` and N `portico dp` processes on loopback (release binaries next
 //! to this example), applies through the admin gRPC API and polls the fleet every 2 ms.
-//! "stored" is the control plane's part (validate + fsync); "data-plane apply" is what each data
-//! plane reports in its ACK (decode, hash check, compile, swap, cache write); the rest of "all
-//! ACKed" is transfer and waiting for CPU when many data planes share few cores.
+//! "stored" is the control plane's part (parse, validate, diff, fsync), measured at the client;
+//! "push" is from there to the last ACK; "data-plane apply" is what each data plane reports in
+//! its ACK (decode, hash check, compile, swap; the disk cache is written after the ACK). The
+//! rest of "push" is transfer and waiting for CPU when many data planes share few cores.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -220,22 +221,32 @@ async fn main() {
     println!("{dps} data planes, {routes} routes");
     let (stored, all, dp_apply) = apply(1).await;
     println!(
-        "full config:       stored after {:>7.1} ms, all ACKed after {:>7.1} ms, data-plane apply {:>6.1} ms (median)",
+        "full config:       stored after {:>7.1} ms, all ACKed after {:>7.1} ms (push {:>7.1} ms), data-plane apply {:>6.1} ms (median)",
         stored.as_secs_f64() * 1e3,
         all.as_secs_f64() * 1e3,
+        (all - stored).as_secs_f64() * 1e3,
         dp_apply
     );
-    let (mut st, mut al, mut ap) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut st, mut al, mut pu, mut ap) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let (stored, all, dp_apply) = apply(2 + round).await;
         st.push(stored.as_secs_f64() * 1e3);
         al.push(all.as_secs_f64() * 1e3);
+        pu.push((all - stored).as_secs_f64() * 1e3);
+        if std::env::var_os("PROPAGATION_VERBOSE").is_some() {
+            println!(
+                "  round {round}: stored {:.1} ms, push {:.1} ms, apply {dp_apply:.1} ms",
+                stored.as_secs_f64() * 1e3,
+                (all - stored).as_secs_f64() * 1e3
+            );
+        }
         ap.push(dp_apply);
     }
     println!(
-        "one-route change:  stored after {:>7.1} ms, all ACKed after {:>7.1} ms, data-plane apply {:>6.1} ms (medians of {rounds})",
+        "one-route change:  stored after {:>7.1} ms, all ACKed after {:>7.1} ms (push {:>7.1} ms), data-plane apply {:>6.1} ms (medians of {rounds})",
         median(&mut st),
         median(&mut al),
+        median(&mut pu),
         median(&mut ap)
     );
     let mut rss: Vec<f64> = planes.iter().map(|p| rss_mib(p.0.id())).collect();

@@ -10,6 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Snapshots and deltas are sent to many data planes: `Bytes` lets every stream share one
+    // buffer instead of copying megabytes per data plane.
+    tonic_prost_build::configure()
+        .bytes(".portico.v1.Update.snapshot_json")
+        .bytes(".portico.v1.Update.delta_json")
+        .compile_fds(fds)?;
     Ok(())
 }

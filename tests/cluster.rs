@@ -164,11 +164,13 @@ async fn data_planes_outlive_the_control_plane_and_resume_without_a_repush() {
     let url = format!("http://{cluster}");
 
     let mut cp = start_cp();
-    let dp = Portico::dp_cluster(&url, "default", "dp-1", &cache, &[]);
+    let mut dp = Portico::dp_cluster(&url, "default", "dp-1", &cache, &[]);
     let f = write(tmp.path(), "v1.yml", &config(up.addr, 1));
     let (code, out, err) = apply(&cp, &f, "default", true).await;
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(served(&dp).await, "a /v1/x");
+    // The cache is written just after the ACK, off the apply path.
+    dp.wait_log(|l| l.contains("config cached"), Duration::from_secs(10));
 
     // Control plane gone: the data plane keeps serving.
     let _ = cp.child.kill();

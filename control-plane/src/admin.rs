@@ -114,6 +114,9 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Responses go out as several small writes (headers, body, trailers):
+                    // without this, Nagle holds each one for the client's delayed ACK (~40 ms).
+                    let _ = stream.set_nodelay(true);
                     let router = router.clone();
                     let svc = hyper::service::service_fn(move |req| {
                         let router = router.clone();

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::Stream;
 use portico_common::ConfigIssue;
 use portico_proto::v1::{
@@ -113,6 +114,7 @@ impl Discovery for DiscoveryService {
             epoch,
             parked: parked.map(|n| (n.version, n.hash)),
             in_flight: None,
+            whole_only: false,
             tx,
         };
         tokio::spawn(session.run(inbound, live, self.shutdown.clone()));
@@ -124,6 +126,8 @@ struct InFlight {
     nonce: String,
     version: u64,
     hash: String,
+    /// Sent as a delta (a resync NACK then means "send it whole", not "refused").
+    delta: bool,
 }
 
 struct Session {
@@ -135,6 +139,9 @@ struct Session {
     /// The version/hash the node refused; not sent again.
     parked: Option<(u64, String)>,
     in_flight: Option<InFlight>,
+    /// The node asked for a whole snapshot after a delta it could not apply; no deltas until
+    /// it has acknowledged one.
+    whole_only: bool,
     tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
 }
 
@@ -153,8 +160,12 @@ impl Session {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let end = loop {
+            // Not held across the wait below: the apply path frees a replaced publication off
+            // the async workers, which it can only do when it holds the last reference.
             let current = live.borrow_and_update().clone();
-            if let Err(end) = self.maybe_send(current.as_deref()).await {
+            let sent = self.maybe_send(current.as_deref()).await;
+            drop(current);
+            if let Err(end) = sent {
                 break end;
             }
             tokio::select! {
@@ -206,12 +217,31 @@ impl Session {
             return Ok(());
         }
         let nonce = uuid::Uuid::new_v4().to_string();
-        let update = Update {
-            nonce: nonce.clone(),
-            group: live.group.clone(),
-            version: live.version,
-            hash: live.hash.clone(),
-            snapshot_json: live.snapshot_json.to_vec(),
+        // A node serving the version this one replaced gets only what changed.
+        let delta = live.delta.as_ref().filter(|d| {
+            !self.whole_only && self.serving.0 == d.base_version && self.serving.1 == d.base_hash
+        });
+        let update = match delta {
+            Some(d) => Update {
+                nonce: nonce.clone(),
+                group: live.group.clone(),
+                version: live.version,
+                hash: live.hash.clone(),
+                snapshot_json: Bytes::new(),
+                base_version: d.base_version,
+                base_hash: d.base_hash.clone(),
+                delta_json: d.json.clone(),
+            },
+            None => Update {
+                nonce: nonce.clone(),
+                group: live.group.clone(),
+                version: live.version,
+                hash: live.hash.clone(),
+                snapshot_json: live.snapshot_json.clone(),
+                base_version: 0,
+                base_hash: String::new(),
+                delta_json: Bytes::new(),
+            },
         };
         let msg = ControlPlaneMessage {
             kind: Some(control_plane_message::Kind::Update(update)),
@@ -219,7 +249,14 @@ impl Session {
         if self.tx.send(Ok(msg)).await.is_err() {
             return Err(End::Closed);
         }
-        tracing::debug!(node_id = %self.hello.node_id, group = %live.group, config_version = live.version, nonce = %nonce, "update sent");
+        tracing::debug!(
+            node_id = %self.hello.node_id,
+            group = %live.group,
+            config_version = live.version,
+            nonce = %nonce,
+            delta_entities = delta.map(|d| d.entities),
+            "update sent"
+        );
         self.cp
             .fleet()
             .sent(&self.hello.node_id, self.epoch, live.version);
@@ -227,6 +264,7 @@ impl Session {
             nonce,
             version: live.version,
             hash: live.hash.clone(),
+            delta: delta.is_some(),
         });
         Ok(())
     }
@@ -252,6 +290,7 @@ impl Session {
                 );
                 self.serving = (flight.version, flight.hash);
                 self.parked = None;
+                self.whole_only = false;
             }
             Some(data_plane_message::Kind::Nack(nack)) => {
                 let Some(flight) = self.take_in_flight(&nack.nonce) else {
@@ -264,6 +303,20 @@ impl Session {
                     .into_iter()
                     .map(|e| ConfigIssue::new(e.path, e.message))
                     .collect();
+                if nack.resync && flight.delta {
+                    // Not a refusal: the node could not apply the delta to what it serves.
+                    // The next send is the whole snapshot.
+                    tracing::info!(
+                        node_id = %node_id,
+                        group = %self.hello.group,
+                        config_version = flight.version,
+                        reason = %errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                        "data plane asked for the whole snapshot instead of a delta"
+                    );
+                    self.whole_only = true;
+                    fleet.seen(&node_id, self.epoch);
+                    return;
+                }
                 tracing::warn!(
                     node_id = %node_id,
                     group = %self.hello.group,

@@ -6,23 +6,49 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use portico_common::delta::Delta;
+use portico_common::digest::Digests;
+use portico_common::snapshot::Snapshot;
 use portico_common::{ConfigErrors, ConfigIssue};
 use tokio::sync::watch;
 
 use crate::fleet::{Fleet, NodeView};
-use crate::store::{valid_group, NewVersion, Store, StoreError, VersionMeta, VersionRecord};
+use crate::store::{
+    valid_group, NewVersion, SnapshotJson, Store, StoreError, VersionMeta, VersionRecord,
+};
 
 /// The group a data plane joins when its Hello names none.
 pub const DEFAULT_GROUP: &str = "default";
 
 /// A group's live version, as streamed to data planes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Published {
     pub group: String,
     pub version: u64,
     pub hash: String,
+    /// The whole snapshot, encoded once and shared by every stream.
     pub snapshot_json: Bytes,
+    /// The typed snapshot and its per-entity digests, to compute the next version's delta.
+    pub snapshot: Arc<Snapshot>,
+    pub digests: Arc<Digests>,
+    /// What changed since the version live before this one, for data planes that serve it.
+    pub delta: Option<PublishedDelta>,
 }
+
+/// A delta from the previous live version to this one.
+#[derive(Debug, Clone)]
+pub struct PublishedDelta {
+    pub base_version: u64,
+    pub base_hash: String,
+    /// JSON-encoded [`Delta`].
+    pub json: Bytes,
+    /// Entities upserted or removed.
+    pub entities: usize,
+}
+
+/// A delta is sent only when it is smaller than this fraction of the snapshot's entities;
+/// beyond that the whole snapshot costs the data plane about as much and is simpler.
+const DELTA_MAX_SHARE: f64 = 0.5;
 
 /// What a subscriber sees: `None` until the group has a config.
 pub type LiveRx = watch::Receiver<Option<Arc<Published>>>;
@@ -66,6 +92,8 @@ struct Inner {
     /// (the second would otherwise compare against a stale live hash).
     apply_lock: tokio::sync::Mutex<()>,
     channels: Mutex<HashMap<String, watch::Sender<Option<Arc<Published>>>>>,
+    /// The live publication of each group that has been published or subscribed since start.
+    live: Mutex<HashMap<String, Arc<Published>>>,
     fleet: Fleet,
 }
 
@@ -77,6 +105,7 @@ impl ControlPlane {
                 store: Mutex::new(store),
                 apply_lock: tokio::sync::Mutex::new(()),
                 channels: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
                 fleet: Fleet::default(),
             }),
         }
@@ -116,20 +145,47 @@ impl ControlPlane {
         let (applied, published) = tokio::task::spawn_blocking(move || {
             let loaded = portico_common::load_str(&text, &|name| std::env::var(name).ok())
                 .map_err(ApplyError::Invalid)?;
-            let snapshot = serde_json::to_value(&loaded.snapshot)
+            let previous = this.live(&group)?;
+            if let Some(prev) = previous.as_ref().filter(|p| p.hash == loaded.snapshot.hash) {
+                let record = this.current(&group).filter(|r| r.version == prev.version);
+                if let Some(record) = record {
+                    return Ok((
+                        Applied {
+                            record,
+                            unchanged: true,
+                            warnings: loaded.warnings,
+                        },
+                        None,
+                    ));
+                }
+            }
+            let json = serde_json::to_string(&loaded.snapshot)
                 .map_err(|e| ApplyError::Internal(format!("snapshot encoding: {e}")))?;
+            let snapshot_json = Bytes::from(json.clone().into_bytes());
             let new = NewVersion {
                 hash: loaded.snapshot.hash.clone(),
                 origin,
                 summary: loaded.snapshot.summary(),
                 config_text: text,
-                snapshot,
+                snapshot: SnapshotJson::from_json(json)
+                    .map_err(|e| ApplyError::Internal(format!("snapshot encoding: {e}")))?,
             };
             let commit = this.store().commit(&group, new)?;
             let published = if commit.unchanged {
                 None
             } else {
-                Some(publication(&commit.record)?)
+                let delta = previous
+                    .as_deref()
+                    .and_then(|prev| delta_from(prev, &loaded.snapshot, &loaded.digests));
+                Some(Published {
+                    group: group.clone(),
+                    version: commit.record.version,
+                    hash: commit.record.hash.clone(),
+                    snapshot_json,
+                    snapshot: Arc::new(loaded.snapshot),
+                    digests: Arc::new(loaded.digests),
+                    delta,
+                })
             };
             Ok::<_, ApplyError>((
                 Applied {
@@ -159,10 +215,37 @@ impl ControlPlane {
     }
 
     fn publish(&self, published: Published) {
-        let channels = self.channels();
-        if let Some(tx) = channels.get(&published.group) {
-            tx.send_replace(Some(Arc::new(published)));
+        let published = Arc::new(published);
+        let replaced = {
+            let channels = self.channels();
+            let old = self
+                .live_map()
+                .insert(published.group.clone(), Arc::clone(&published));
+            if let Some(tx) = channels.get(&published.group) {
+                tx.send_replace(Some(published));
+            }
+            old
+        };
+        // The replaced publication holds a whole snapshot (megabytes for 10,000 routes):
+        // free it on the blocking pool, not on the async worker that streams the new one.
+        if let Some(old) = replaced {
+            tokio::task::spawn_blocking(move || drop(old));
         }
+    }
+
+    /// The live publication of `group`, built from the store on first use after a start.
+    fn live(&self, group: &str) -> Result<Option<Arc<Published>>, ApplyError> {
+        if let Some(p) = self.live_map().get(group) {
+            return Ok(Some(Arc::clone(p)));
+        }
+        let Some(record) = self.current(group) else {
+            return Ok(None);
+        };
+        let published = Arc::new(publication(&record)?);
+        self.live_map()
+            .entry(group.to_owned())
+            .or_insert_with(|| Arc::clone(&published));
+        Ok(Some(published))
     }
 
     /// Subscribes to the live version of `group` (created on first use).
@@ -173,10 +256,7 @@ impl ControlPlane {
         }
         // Read the store while holding the channel map: an apply that commits meanwhile
         // publishes after us and finds this channel, so no version is missed.
-        let current = match self.store().current(group) {
-            Some(record) => Some(Arc::new(publication(&record)?)),
-            None => None,
-        };
+        let current = self.live(group)?;
         let (tx, rx) = watch::channel(current);
         channels.insert(group.to_owned(), tx);
         Ok(rx)
@@ -245,15 +325,49 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Published>>> {
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
+/// The publication of a stored record (after a restart: no delta, the first push is whole).
 fn publication(record: &VersionRecord) -> Result<Published, ApplyError> {
-    let json = serde_json::to_vec(&record.snapshot)
-        .map_err(|e| ApplyError::Internal(format!("snapshot encoding: {e}")))?;
+    let json = record.snapshot.get();
+    let snapshot: Snapshot = serde_json::from_str(json).map_err(|e| {
+        ApplyError::Internal(format!(
+            "version {} of group '{}' in the store does not decode as a snapshot: {e}",
+            record.version, record.group
+        ))
+    })?;
+    let digests = Digests::of(&snapshot);
     Ok(Published {
         group: record.group.clone(),
         version: record.version,
         hash: record.hash.clone(),
-        snapshot_json: Bytes::from(json),
+        snapshot_json: Bytes::copy_from_slice(json.as_bytes()),
+        snapshot: Arc::new(snapshot),
+        digests: Arc::new(digests),
+        delta: None,
+    })
+}
+
+/// The delta from `prev` to `next`, when it is small enough to be worth sending.
+fn delta_from(prev: &Published, next: &Snapshot, next_digests: &Digests) -> Option<PublishedDelta> {
+    let delta = Delta::between(&prev.snapshot, &prev.digests, next, next_digests);
+    let total = next.services.len()
+        + next.routes.len()
+        + next.upstreams.len()
+        + next.consumers.len()
+        + next.plugins.len();
+    if delta.len() as f64 > total.max(1) as f64 * DELTA_MAX_SHARE {
+        return None;
+    }
+    let json = serde_json::to_vec(&delta).ok()?;
+    Some(PublishedDelta {
+        base_version: prev.version,
+        base_hash: prev.hash.clone(),
+        json: Bytes::from(json),
+        entities: delta.len(),
     })
 }

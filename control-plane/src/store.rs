@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use fsio::{read_number, write_atomic};
 
@@ -44,7 +45,53 @@ pub struct VersionRecord {
     pub config_text: String,
     /// The validated snapshot (kept as JSON so an old record still opens after the snapshot
     /// type grows a field).
-    pub snapshot: serde_json::Value,
+    pub snapshot: SnapshotJson,
+}
+
+/// A validated snapshot as JSON text: stored, served and streamed verbatim, never re-encoded
+/// (a 10,000-route snapshot is megabytes; re-encoding it per use cost more than validating it).
+#[derive(Clone)]
+pub struct SnapshotJson(Arc<RawValue>);
+
+impl SnapshotJson {
+    /// Wraps JSON text; fails when it is not one JSON value.
+    pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(|raw| SnapshotJson(Arc::from(raw)))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The snapshot as a generic JSON value (for redacting and listing).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for SnapshotJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for SnapshotJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SnapshotJson({} bytes)", self.get().len())
+    }
+}
+
+impl Serialize for SnapshotJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (*self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SnapshotJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|raw| SnapshotJson(Arc::from(raw)))
+    }
 }
 
 /// A history line: a version without its (possibly large) text and snapshot.
@@ -76,7 +123,7 @@ pub struct NewVersion {
     pub origin: String,
     pub summary: String,
     pub config_text: String,
-    pub snapshot: serde_json::Value,
+    pub snapshot: SnapshotJson,
 }
 
 /// The result of a commit.
@@ -260,7 +307,7 @@ impl Store {
         let dir = self.group_dir(&record.group).join("versions");
         fsio::create_dir_durable(&dir)?;
         let path = self.version_path(&record.group, record.version);
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Corrupt {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;

@@ -261,3 +261,86 @@ async fn shutdown_ends_open_streams() {
     // `stop` fails the test if run() does not return while a stream is open.
     cp.stop().await;
 }
+
+/// `services` services of one route each; route 0's path carries `variant`.
+fn wide(services: u32, variant: u32) -> String {
+    let mut s = String::from("_format_version: \"3.0\"\nservices:\n");
+    for i in 0..services {
+        let path = if i == 0 {
+            format!("/r0-{variant}")
+        } else {
+            format!("/r{i}")
+        };
+        s.push_str(&format!(
+            "  - name: svc{i}\n    url: http://127.0.0.1:{port}\n    routes:\n      - name: r{i}\n        paths: [{path}]\n",
+            port = 9000 + i
+        ));
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_node_on_the_previous_version_gets_only_the_change_and_can_ask_for_the_whole() {
+    use portico_common::delta::Delta;
+    use portico_common::digest::Digests;
+    use portico_common::snapshot::Snapshot;
+
+    let cp = start(CpOptions::default()).await;
+    let (v1, h1) = apply(&cp, "default", wide(4, 1)).await;
+    let mut dp = FakeDp::plain(&cp, "node-d", "", (0, "")).await;
+    let u1 = dp.update().await;
+    assert!(
+        u1.delta_json.is_empty(),
+        "a node serving nothing gets the whole snapshot"
+    );
+    let base: Snapshot = serde_json::from_slice(&u1.snapshot_json).unwrap();
+    dp.ack(&u1).await;
+    cp.wait_node("node-d", "in sync on v1", |n| n.serving_version == v1)
+        .await;
+
+    // One route changes: the node serving v1 gets a delta of that route alone.
+    let (v2, h2) = apply(&cp, "default", wide(4, 2)).await;
+    let u2 = dp.update().await;
+    assert_eq!(
+        (
+            u2.version,
+            u2.base_version,
+            u2.base_hash.as_str(),
+            u2.hash.as_str()
+        ),
+        (v2, v1, h1.as_str(), h2.as_str())
+    );
+    assert!(
+        u2.snapshot_json.is_empty(),
+        "a delta carries no whole snapshot"
+    );
+    let delta: Delta = serde_json::from_slice(&u2.delta_json).unwrap();
+    assert_eq!(delta.len(), 1, "{delta:?}");
+    assert_eq!(delta.routes.upsert[0].paths, ["/r0-2"]);
+    let (next, _) = delta.apply(&base, &Digests::of(&base)).unwrap();
+    assert_eq!(next.hash, h2, "the delta applied to v1 is exactly v2");
+
+    // The node cannot use it: that is no refusal; the whole snapshot follows at once.
+    dp.nack_resync(&u2).await;
+    let u3 = dp.update().await;
+    assert_eq!((u3.version, u3.hash.as_str()), (v2, h2.as_str()));
+    assert!(u3.delta_json.is_empty());
+    let whole: Snapshot = serde_json::from_slice(&u3.snapshot_json).unwrap();
+    assert_eq!(whole.hash, h2);
+    assert_ne!(cp.node("node-d").await.unwrap().state, "nacked");
+    dp.ack(&u3).await;
+    cp.wait_node("node-d", "in sync on v2", |n| n.serving_version == v2)
+        .await;
+
+    // A node that serves an older version than the delta's base gets the whole snapshot.
+    let (v3, _) = apply(&cp, "default", wide(4, 3)).await;
+    let mut old = FakeDp::plain(&cp, "node-old", "", (v1, &h1)).await;
+    let u = old.update().await;
+    assert_eq!(u.version, v3);
+    assert!(u.delta_json.is_empty() && !u.snapshot_json.is_empty());
+    // ... while the node on v2 gets the delta.
+    let u4 = dp.update().await;
+    assert_eq!((u4.version, u4.base_version), (v3, v2));
+    assert!(!u4.delta_json.is_empty());
+    cp.stop().await;
+}

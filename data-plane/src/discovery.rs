@@ -27,12 +27,14 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use portico_common::snapshot::Snapshot;
+
 use crate::runtime::Runtime;
 use crate::state::Shared;
 
 pub use connect::SetupError;
 
-use apply::{Context, Outcome};
+use apply::{Outcome, ServedDigests};
 use backoff::Backoff;
 use connect::Target;
 
@@ -162,12 +164,24 @@ type Opened = (
     u64,
 );
 
+/// The cache is written once updates have paused this long...
+const CACHE_QUIET: Duration = Duration::from_millis(250);
+/// ...or this long after the first unwritten update, whichever comes first.
+const CACHE_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// The last applied snapshot, waiting to be written to the cache.
+type ToCache = Option<(u64, Arc<Snapshot>)>;
+
 /// The discovery client of one data plane.
 #[derive(Debug, Clone)]
 pub struct Client {
     opts: Arc<ControlPlaneOptions>,
     target: Target,
     shared: Arc<Shared>,
+    served: Arc<ServedDigests>,
+    /// Applied snapshots go to the cache writer through this; a burst of updates is written
+    /// once, the newest.
+    to_cache: Arc<watch::Sender<ToCache>>,
 }
 
 impl Client {
@@ -179,6 +193,8 @@ impl Client {
             opts: Arc::new(opts),
             target,
             shared,
+            served: Arc::default(),
+            to_cache: Arc::new(watch::channel(None).0),
         })
     }
 
@@ -239,6 +255,10 @@ impl Client {
 
     /// Keeps a stream to the control plane open until `shutdown`, reconnecting with backoff.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        tokio::spawn(write_cache(
+            Arc::clone(&self.opts),
+            self.to_cache.subscribe(),
+        ));
         let stop = crate::server::shutdown_signal(shutdown);
         tokio::pin!(stop);
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
@@ -373,14 +393,11 @@ impl Client {
         last_apply_micros: &mut u64,
     ) -> Result<(), LinkError> {
         let (opts, shared) = (Arc::clone(&self.opts), Arc::clone(&self.shared));
+        let served = Arc::clone(&self.served);
         let (nonce, version, hash) = (update.nonce.clone(), update.version, update.hash.clone());
+        let delta = !update.delta_json.is_empty();
         let outcome = tokio::task::spawn_blocking(move || {
-            let ctx = Context {
-                group: &opts.group,
-                node_id: &opts.node_id,
-                cache_dir: &opts.cache_dir,
-            };
-            apply::apply(&update, &shared, &ctx)
+            apply::apply(&update, &shared, &opts.group, &served)
         })
         .await
         .unwrap_or_else(|e| Outcome::Refused {
@@ -393,15 +410,31 @@ impl Client {
         let (group, node_id) = (self.opts.group.as_str(), self.opts.node_id.as_str());
         let mut reply = vec![];
         match outcome {
-            Outcome::Applied { micros } => {
+            Outcome::Applied { micros, snapshot } => {
                 *last_apply_micros = micros;
-                tracing::info!(group, node_id, config_version = version, config_hash = %hash, apply_micros = micros, "applied config from the control plane");
+                tracing::info!(group, node_id, config_version = version, config_hash = %hash, delta, apply_micros = micros, "applied config from the control plane");
                 reply.push(message(DpKind::Ack(Ack {
                     nonce,
                     version,
                     apply_micros: micros,
                 })));
                 reply.push(self.status(micros));
+                // Cached after the answer is queued: the cache is the cold-start fallback, and
+                // writing megabytes with an fsync must not delay the fleet's convergence.
+                self.to_cache.send_replace(Some((version, snapshot)));
+            }
+            Outcome::Resync { reason, micros } => {
+                tracing::info!(group, node_id, config_version = version, reason = %reason, "cannot apply the delta to the served config; asking for the whole snapshot");
+                reply.push(message(DpKind::Nack(Nack {
+                    nonce,
+                    version,
+                    errors: vec![ConfigError {
+                        path: reason.path,
+                        message: reason.message,
+                    }],
+                    apply_micros: micros,
+                    resync: true,
+                })));
             }
             Outcome::Unchanged => {
                 tracing::debug!(group, node_id, config_version = version, config_hash = %hash, "already serving this config");
@@ -428,6 +461,7 @@ impl Client {
                         })
                         .collect(),
                     apply_micros: micros,
+                    resync: false,
                 })));
             }
         }
@@ -466,4 +500,44 @@ impl Client {
 
 fn message(kind: DpKind) -> DataPlaneMessage {
     DataPlaneMessage { kind: Some(kind) }
+}
+
+/// Writes applied snapshots to the cache, newest only: a write starts once no newer snapshot
+/// arrived for [`CACHE_QUIET`] (at most [`CACHE_MAX_DELAY`] after the first unwritten one), so a
+/// burst of updates costs one write, and the write never competes with applying the next one.
+async fn write_cache(opts: Arc<ControlPlaneOptions>, mut rx: watch::Receiver<ToCache>) {
+    while rx.changed().await.is_ok() {
+        let first = tokio::time::Instant::now();
+        loop {
+            let quiet = tokio::time::sleep(CACHE_QUIET);
+            let deadline = tokio::time::sleep_until(first + CACHE_MAX_DELAY);
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { break },
+                _ = quiet => break,
+                _ = deadline => break,
+            }
+        }
+        let Some((version, snapshot)) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let o = Arc::clone(&opts);
+        let written = tokio::task::spawn_blocking(move || {
+            crate::cache::store(&o.cache_dir, &o.group, version, &snapshot)
+                .map(|()| snapshot.hash.clone())
+        })
+        .await;
+        let (group, node_id) = (opts.group.as_str(), opts.node_id.as_str());
+        match written {
+            Ok(Ok(hash)) => {
+                tracing::info!(group, node_id, config_version = version, config_hash = %hash, "config cached")
+            }
+            // A cache that cannot be written costs only the cold-start fallback: a warning.
+            Ok(Err(e)) => {
+                tracing::warn!(group, node_id, config_version = version, error = %e, "cannot cache the applied config")
+            }
+            Err(e) => {
+                tracing::warn!(group, node_id, config_version = version, error = %e, "cache write task failed")
+            }
+        }
+    }
 }

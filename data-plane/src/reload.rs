@@ -22,8 +22,12 @@ pub fn load(path: &Path, shared: &Shared) -> Result<Runtime, Vec<String>> {
     for w in &loaded.warnings {
         tracing::warn!(path = %w.path, warning = %w.message, "config warning");
     }
-    Runtime::compile(loaded.snapshot, &shared.pools)
-        .map_err(|issues| issues.iter().map(ToString::to_string).collect())
+    // Reuse what the running config already compiled (regexes, unchanged routes, balancers).
+    let compiled = match shared.runtime.load_full() {
+        Some(current) => Runtime::recompile(loaded.snapshot, &shared.pools, &current),
+        None => Runtime::compile(loaded.snapshot, &shared.pools),
+    };
+    compiled.map_err(|issues| issues.iter().map(ToString::to_string).collect())
 }
 
 /// Loads `path` and swaps it in, or records why not. Returns whether it was applied.

@@ -75,7 +75,13 @@ impl Shared {
     pub fn swap(&self, runtime: Runtime) {
         let hash = runtime.snapshot.hash.clone();
         let version = runtime.version;
-        self.runtime.store(Some(Arc::new(runtime)));
+        let old = self.runtime.swap(Some(Arc::new(runtime)));
+        // Freeing a large runtime (10,000 routes) takes milliseconds: do it on the blocking
+        // pool rather than in whoever swapped (and would then answer the control plane later).
+        // A request still holding the old runtime frees it when it finishes.
+        if let (Some(old), Ok(handle)) = (old, tokio::runtime::Handle::try_current()) {
+            handle.spawn_blocking(move || drop(old));
+        }
         self.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut e) = self.reloads.last_errors.lock() {
             e.clear();

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use harness::{get, Upstream};
 use mock_cp::{MockCp, ServerTls, WAIT};
+use portico_common::delta::Delta;
+use portico_common::digest::Digests;
 use portico_common::snapshot::Snapshot;
 use portico_data_plane::{cache, ClientTls, ControlPlaneOptions, Listeners, StartError};
 use portico_proto::v1::data_plane_message::Kind as DpKind;
@@ -130,7 +132,8 @@ fn update(nonce: &str, version: u64, s: &Snapshot) -> Update {
         group: GROUP.into(),
         version,
         hash: s.hash.clone(),
-        snapshot_json: serde_json::to_vec(s).unwrap(),
+        snapshot_json: serde_json::to_vec(s).unwrap().into(),
+        ..Update::default()
     }
 }
 
@@ -190,8 +193,13 @@ async fn hello_then_updates_are_applied_acked_cached_and_followed_by_traffic() {
     let ack = cp.answer().await.expect("v2 acked");
     assert_eq!((ack.nonce.as_str(), ack.version), ("n2", 2));
     assert_eq!(dp.body().await, "b /");
-    let cached = cache::load(dir.path(), GROUP).unwrap().expect("cached");
-    assert_eq!((cached.version, cached.hash), (2, v2.hash.clone()));
+    // The cache is written after the answer, off the apply path.
+    eventually!(
+        "v2 cached",
+        cache::load(dir.path(), GROUP)
+            .unwrap()
+            .is_some_and(|c| (c.version, c.hash.as_str()) == (2, v2.hash.as_str()))
+    );
 
     // The version already served is acknowledged without being applied again.
     cp.send(update("n3", 2, &v2));
@@ -212,6 +220,12 @@ async fn refused_updates_are_nacked_naming_the_entity_and_the_old_config_keeps_s
     cp.hello().await;
     cp.send(update("n1", 1, &snapshot(a.addr, "")));
     cp.answer().await.expect("v1 acked");
+    eventually!(
+        "v1 cached",
+        cache::load(dir.path(), GROUP)
+            .unwrap()
+            .is_some_and(|c| c.version == 1)
+    );
 
     // A plugin this build cannot run.
     let with_plugin = snapshot(b.addr, "    plugins:\n      - name: key-auth\n");
@@ -247,7 +261,7 @@ async fn refused_updates_are_nacked_naming_the_entity_and_the_old_config_keeps_s
 
     // Not a snapshot at all.
     let mut garbage = update("n4", 4, &snapshot(b.addr, ""));
-    garbage.snapshot_json = b"{not json".to_vec();
+    garbage.snapshot_json = bytes::Bytes::from_static(b"{not json");
     cp.send(garbage);
     let nack = cp.answer().await.expect_err("undecodable JSON is NACKed");
     assert!(
@@ -273,6 +287,67 @@ async fn refused_updates_are_nacked_naming_the_entity_and_the_old_config_keeps_s
     cp.send(update("n6", 6, &snapshot(b.addr, "")));
     cp.answer().await.expect("v6 acked");
     assert_eq!(dp.body().await, "b /");
+    dp.stop().await;
+}
+
+/// An update carrying only what changed from `base` (served as `base_version`) to `next`.
+fn delta_update(
+    nonce: &str,
+    version: u64,
+    base_version: u64,
+    base: &Snapshot,
+    next: &Snapshot,
+) -> Update {
+    let delta = Delta::between(base, &Digests::of(base), next, &Digests::of(next));
+    Update {
+        nonce: nonce.into(),
+        group: GROUP.into(),
+        version,
+        hash: next.hash.clone(),
+        base_version,
+        base_hash: base.hash.clone(),
+        delta_json: serde_json::to_vec(&delta).unwrap().into(),
+        ..Update::default()
+    }
+}
+
+#[tokio::test]
+async fn deltas_apply_to_the_served_version_and_anything_else_asks_for_the_whole() {
+    let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
+    let mut cp = MockCp::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dp = Dp::start(opts(&cp.url(), dir.path())).await;
+    cp.hello().await;
+    let v1 = snapshot(a.addr, "");
+    cp.send(update("n1", 1, &v1));
+    cp.answer().await.expect("v1 acked");
+    assert_eq!(dp.body().await, "a /");
+
+    // The service moves to upstream b: only that entity travels.
+    let v2 = snapshot(b.addr, "");
+    cp.send(delta_update("n2", 2, 1, &v1, &v2));
+    let ack = cp.answer().await.expect("the delta is applied");
+    assert_eq!((ack.nonce.as_str(), ack.version), ("n2", 2));
+    assert_eq!(dp.body().await, "b /");
+    assert_eq!(dp.link().await["serving_hash"], v2.hash.as_str());
+
+    // A delta against a version this data plane does not serve: resync, not a refusal.
+    let v3 = snapshot(a.addr, "");
+    cp.send(delta_update("n3", 3, 1, &v1, &v3));
+    let nack = cp.answer().await.expect_err("wrong base");
+    assert!(nack.resync, "{nack:?}");
+    assert_eq!(nack.errors[0].path, "base_version", "{nack:?}");
+    // A delta that does not produce the announced content: resync as well.
+    let mut lying = delta_update("n4", 4, 2, &v2, &v3);
+    lying.hash = v1.hash.clone() + "0";
+    cp.send(lying);
+    let nack = cp.answer().await.expect_err("hash mismatch");
+    assert!(nack.resync && nack.errors[0].path == "hash", "{nack:?}");
+    // Through all of it v2 kept serving; the whole snapshot then applies.
+    assert_eq!(dp.body().await, "b /");
+    cp.send(update("n5", 3, &v3));
+    cp.answer().await.expect("whole v3 acked");
+    assert_eq!(dp.body().await, "a /");
     dp.stop().await;
 }
 

@@ -92,7 +92,7 @@ fn document(r: &VersionRecord) -> ConfigDocument {
         hash: r.hash.clone(),
         applied_at: r.applied_at.clone(),
         config_text: r.config_text.clone(),
-        snapshot_json: serde_json::to_vec(&r.snapshot).unwrap_or_default(),
+        snapshot_json: r.snapshot.get().as_bytes().to_vec(),
     }
 }
 

@@ -132,7 +132,7 @@ fn status(cp: &ControlPlane) -> Response<Full<Bytes>> {
 async fn get_config(cp: &ControlPlane, group: &str) -> Response<Full<Bytes>> {
     match cp.get(group, 0).await {
         Ok(r) => {
-            let mut snapshot = r.snapshot.clone();
+            let mut snapshot = r.snapshot.to_value();
             redact_snapshot(&mut snapshot);
             json(
                 StatusCode::OK,
@@ -264,7 +264,7 @@ fn listing(cp: &ControlPlane, group: &str, entity: &str) -> Response<Full<Bytes>
     let Some(record) = cp.current(group) else {
         return error_response(&ApplyError::NoSuchGroup(group.to_owned()));
     };
-    let mut snapshot = record.snapshot.clone();
+    let mut snapshot = record.snapshot.to_value();
     redact_snapshot(&mut snapshot);
     let data = snapshot
         .get_mut(entity)

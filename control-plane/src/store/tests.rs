@@ -6,7 +6,7 @@ fn new_version(hash: &str) -> NewVersion {
         origin: "apply".to_owned(),
         summary: "0 services".to_owned(),
         config_text: format!("# {hash}\n_format_version: \"3.0\"\n"),
-        snapshot: serde_json::json!({ "hash": hash }),
+        snapshot: SnapshotJson::from_json(serde_json::json!({ "hash": hash }).to_string()).unwrap(),
     }
 }
 
@@ -119,7 +119,7 @@ fn crash_before_first_commit_of_a_group_leaves_no_group() {
         origin: "apply".into(),
         summary: String::new(),
         config_text: String::new(),
-        snapshot: serde_json::Value::Null,
+        snapshot: SnapshotJson::from_json("null".to_owned()).unwrap(),
     };
     store.write_version(&record).unwrap();
     drop(store);

@@ -273,6 +273,22 @@ impl FakeDp {
                 message: message.into(),
             }],
             apply_micros: 99,
+            resync: false,
+        }))
+        .await;
+    }
+
+    /// Answers a delta with "cannot apply it to what I serve; send the whole snapshot".
+    pub async fn nack_resync(&self, u: &Update) {
+        self.send(data_plane_message::Kind::Nack(Nack {
+            nonce: u.nonce.clone(),
+            version: u.version,
+            errors: vec![portico_proto::v1::ConfigError {
+                path: "base_version".into(),
+                message: "not the served version".into(),
+            }],
+            apply_micros: 5,
+            resync: true,
         }))
         .await;
     }
