@@ -4,6 +4,7 @@
 //! Layout under the data directory:
 //!
 //! ```text
+//! lock                                    held (flock) by the one control plane using the dir
 //! counter                                 the last version number handed out (any group)
 //! groups/<group>/versions/<version>.json  one VersionRecord per applied version (20-digit name)
 //! groups/<group>/current                  the live version number of the group
@@ -148,6 +149,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, message: String },
     #[error("invalid group name '{0}': use 1-63 characters a-z, 0-9, '_' and '-', starting with a letter or digit")]
     InvalidGroup(String),
+    #[error("{0}: another control plane is using this data directory; stop it, or give this one its own --data-dir")]
+    Locked(PathBuf),
 }
 
 impl StoreError {
@@ -179,6 +182,9 @@ struct GroupData {
 /// The store. Methods do blocking file I/O: call them off the async workers.
 #[derive(Debug)]
 pub struct Store {
+    /// Held (exclusive advisory lock on `<root>/lock`) for the store's lifetime: two control
+    /// planes committing into one directory would hand out the same version numbers.
+    _lock: std::fs::File,
     root: PathBuf,
     counter: u64,
     groups: BTreeMap<String, GroupData>,
@@ -189,6 +195,18 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let groups_dir = root.join("groups");
         std::fs::create_dir_all(&groups_dir).map_err(|e| StoreError::io(&groups_dir, e))?;
+        let lock_path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(lock_path)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        }
         fsio::remove_temp_files(root)?;
         let mut counter = read_number(&root.join("counter"))?.unwrap_or(0);
         let mut groups = BTreeMap::new();
@@ -208,6 +226,7 @@ impl Store {
             }
         }
         Ok(Store {
+            _lock: lock,
             root: root.to_owned(),
             counter,
             groups,

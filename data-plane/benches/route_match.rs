@@ -36,7 +36,7 @@ fn route(i: usize, hosts: Vec<String>, paths: Vec<String>) -> Route {
         name: None,
         service: Some(Uuid::from_u128(1)),
         protocols: vec![Protocol::Http, Protocol::Https],
-        methods: if i % 4 == 0 {
+        methods: if i.is_multiple_of(4) {
             vec!["GET".into()]
         } else {
             vec![]

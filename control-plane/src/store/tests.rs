@@ -139,3 +139,16 @@ fn corrupt_current_pointer_is_reported_not_ignored() {
     let err = Store::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("current"), "{err}");
 }
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Store::open(dir.path()).unwrap();
+    first.commit("default", new_version("h1")).unwrap();
+    let err = Store::open(dir.path()).expect_err("the directory is in use");
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("another control plane"), "{err}");
+    drop(first);
+    let reopened = Store::open(dir.path()).unwrap();
+    assert_eq!(reopened.current("default").unwrap().hash, "h1");
+}
