@@ -185,28 +185,15 @@ impl Serialize for SortedKeys<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Plugin, Protocol, Route};
+    use crate::snapshot::{Plugin, Route};
     use serde_json::json;
-    use std::collections::BTreeMap;
 
     fn route(n: u128) -> Route {
         Route {
-            id: Uuid::from_u128(n),
             name: Some(format!("r{n}")),
-            service: None,
-            protocols: vec![Protocol::Http, Protocol::Https],
             methods: vec!["GET".into()],
-            hosts: vec![],
             paths: vec![format!("/r{n}")],
-            headers: BTreeMap::new(),
-            strip_path: true,
-            preserve_host: false,
-            regex_priority: 0,
-            path_handling: "v0".into(),
-            https_redirect_status_code: 426,
-            request_buffering: true,
-            response_buffering: true,
-            tags: vec![],
+            ..Route::with_defaults(Uuid::from_u128(n))
         }
     }
 

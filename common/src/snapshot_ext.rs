@@ -5,7 +5,11 @@
 use serde_json::Value;
 
 use crate::digest::Digests;
-use crate::snapshot::{Protocol, Snapshot};
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::snapshot::{Protocol, Route, Snapshot};
 
 impl Protocol {
     /// Every protocol name Kong's config accepts, in Kong's order.
@@ -33,6 +37,32 @@ impl Protocol {
             self,
             Protocol::Tcp | Protocol::Tls | Protocol::TlsPassthrough | Protocol::Udp
         )
+    }
+}
+
+impl Route {
+    /// A route with Kong's defaults (http and https, `strip_path`, `path_handling: v0`, 426 for
+    /// plain HTTP on an https-only route, buffering on) that matches nothing yet; tests and
+    /// benchmarks fill in what they match on.
+    pub fn with_defaults(id: Uuid) -> Route {
+        Route {
+            id,
+            name: None,
+            service: None,
+            protocols: vec![Protocol::Http, Protocol::Https],
+            methods: vec![],
+            hosts: vec![],
+            paths: vec![],
+            headers: BTreeMap::new(),
+            strip_path: true,
+            preserve_host: false,
+            regex_priority: 0,
+            path_handling: "v0".into(),
+            https_redirect_status_code: 426,
+            request_buffering: true,
+            response_buffering: true,
+            tags: vec![],
+        }
     }
 }
 

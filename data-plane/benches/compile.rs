@@ -4,7 +4,6 @@
 //! `examples/phases.rs`). Recompiling after a one-route change must cost about an index build,
 //! not a full compile.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -52,22 +51,12 @@ fn route(i: usize) -> Route {
         ),
     };
     Route {
-        id: Uuid::from_u128(0x1000_0000 + i as u128),
         name: Some(format!("r{i}")),
         service: Some(service(i / PER_SERVICE).id),
-        protocols: vec![Protocol::Http, Protocol::Https],
         methods,
         hosts,
         paths,
-        headers: BTreeMap::new(),
-        strip_path: true,
-        preserve_host: false,
-        regex_priority: 0,
-        path_handling: "v0".into(),
-        https_redirect_status_code: 426,
-        request_buffering: true,
-        response_buffering: true,
-        tags: vec![],
+        ..Route::with_defaults(Uuid::from_u128(0x1000_0000 + i as u128))
     }
 }
 

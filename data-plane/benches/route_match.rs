@@ -2,7 +2,6 @@
 //! host-based with wildcards), for a request that hits a route in the middle of the config and
 //! for a miss. The cost per match must not grow with the number of routes.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -32,10 +31,7 @@ fn service() -> Service {
 
 fn route(i: usize, hosts: Vec<String>, paths: Vec<String>) -> Route {
     Route {
-        id: Uuid::from_u128(0x1000 + i as u128),
-        name: None,
         service: Some(Uuid::from_u128(1)),
-        protocols: vec![Protocol::Http, Protocol::Https],
         methods: if i.is_multiple_of(4) {
             vec!["GET".into()]
         } else {
@@ -43,15 +39,7 @@ fn route(i: usize, hosts: Vec<String>, paths: Vec<String>) -> Route {
         },
         hosts,
         paths,
-        headers: BTreeMap::new(),
-        strip_path: true,
-        preserve_host: false,
-        regex_priority: 0,
-        path_handling: "v0".into(),
-        https_redirect_status_code: 426,
-        request_buffering: true,
-        response_buffering: true,
-        tags: vec![],
+        ..Route::with_defaults(Uuid::from_u128(0x1000 + i as u128))
     }
 }
 

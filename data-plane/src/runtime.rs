@@ -243,22 +243,9 @@ mod tests {
 
     fn route(n: u128, svc: u128, path: &str) -> Route {
         Route {
-            id: Uuid::from_u128(n),
-            name: None,
             service: Some(Uuid::from_u128(0x5e00 + svc)),
-            protocols: vec![Protocol::Http, Protocol::Https],
-            methods: vec![],
-            hosts: vec![],
             paths: vec![path.into()],
-            headers: Default::default(),
-            strip_path: true,
-            preserve_host: false,
-            regex_priority: 0,
-            path_handling: "v0".into(),
-            https_redirect_status_code: 426,
-            request_buffering: true,
-            response_buffering: true,
-            tags: vec![],
+            ..Route::with_defaults(Uuid::from_u128(n))
         }
     }
 

@@ -1,8 +1,6 @@
 //! Router tests: Kong's priority rules (KONG.md §2.2), field semantics (§2.1), protocol flags,
 //! config errors, and an index-versus-linear-scan cross-check over thousands of routes.
 
-use std::collections::BTreeMap;
-
 use http::HeaderMap;
 use portico_common::snapshot::{Protocol, Route, Service, Snapshot};
 use uuid::Uuid;
@@ -30,22 +28,9 @@ pub(super) fn service(n: u128, path: Option<&str>) -> Service {
 /// A route with Kong's defaults, bound to service `svc` (by its `n`).
 pub(super) fn route(n: u128, svc: u128) -> Route {
     Route {
-        id: Uuid::from_u128(n),
         name: Some(format!("r{n}")),
         service: Some(Uuid::from_u128(0x5e00 + svc)),
-        protocols: vec![Protocol::Http, Protocol::Https],
-        methods: vec![],
-        hosts: vec![],
-        paths: vec![],
-        headers: BTreeMap::new(),
-        strip_path: true,
-        preserve_host: false,
-        regex_priority: 0,
-        path_handling: "v0".into(),
-        https_redirect_status_code: 426,
-        request_buffering: true,
-        response_buffering: true,
-        tags: vec![],
+        ..Route::with_defaults(Uuid::from_u128(n))
     }
 }
 
