@@ -36,6 +36,9 @@ pub struct CpOptions {
     pub insecure: bool,
     /// Config text applied to group "default" at start when that group has no config yet.
     pub seed: Option<String>,
+    /// Versions kept per group (the live one included); older ones are deleted at each
+    /// commit. `None` keeps every version.
+    pub history_limit: Option<std::num::NonZeroUsize>,
 }
 
 /// PEM files for the cluster listener's mutual TLS.
@@ -116,13 +119,16 @@ pub async fn run(
     };
 
     let dir = opts.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&dir))
-        .await
-        .map_err(|e| CpError::Io(std::io::Error::other(e)))?
-        .map_err(|source| CpError::Store {
-            dir: opts.data_dir.clone(),
-            source,
-        })?;
+    let limit = opts.history_limit;
+    let store = tokio::task::spawn_blocking(move || {
+        store::Store::open(&dir).map(|s| s.with_history_limit(limit))
+    })
+    .await
+    .map_err(|e| CpError::Io(std::io::Error::other(e)))?
+    .map_err(|source| CpError::Store {
+        dir: opts.data_dir.clone(),
+        source,
+    })?;
     let cp = ControlPlane::new(store);
     if let Some(seed) = opts.seed {
         if cp.current(DEFAULT_GROUP).is_none() {

@@ -21,6 +21,7 @@ mod fsio;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -186,6 +187,8 @@ pub struct Store {
     /// planes committing into one directory would hand out the same version numbers.
     _lock: std::fs::File,
     root: PathBuf,
+    /// Versions kept per group; `None` keeps all.
+    history_limit: Option<NonZeroUsize>,
     counter: u64,
     groups: BTreeMap<String, GroupData>,
 }
@@ -228,9 +231,17 @@ impl Store {
         Ok(Store {
             _lock: lock,
             root: root.to_owned(),
+            history_limit: None,
             counter,
             groups,
         })
+    }
+
+    /// Keeps at most `limit` versions per group (the live one included) from the next commit
+    /// on; `None` keeps every version.
+    pub fn with_history_limit(mut self, limit: Option<NonZeroUsize>) -> Store {
+        self.history_limit = limit;
+        self
     }
 
     /// The live record of `group`.
@@ -307,10 +318,36 @@ impl Store {
                 );
             }
         }
+        self.prune(group);
         Ok(Commit {
             record,
             unchanged: false,
         })
+    }
+
+    /// Step 4, after the commit point: deletes the versions beyond the history limit, oldest
+    /// first. A failure only leaves a file behind (logged); the commit stands either way.
+    fn prune(&mut self, group: &str) {
+        let (Some(limit), Some(data)) = (self.history_limit, self.groups.get_mut(group)) else {
+            return;
+        };
+        let excess = data.history.len().saturating_sub(limit.get());
+        let current = data.current.version;
+        let mut dropped = 0;
+        for meta in data.history.iter().take(excess) {
+            if meta.version == current {
+                break;
+            }
+            let path = version_path(&self.root.join("groups").join(group), meta.version);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(group, config_version = meta.version, path = %path.display(), error = %e, "cannot delete an old version beyond the history limit");
+                    break;
+                }
+            }
+            dropped += 1;
+        }
+        data.history.drain(..dropped);
     }
 
     /// Step 1 of a commit: persist the next number before anything uses it.

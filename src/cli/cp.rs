@@ -41,6 +41,10 @@ pub struct CpArgs {
     /// Allow a plaintext cluster listener or a token-less admin listener off loopback.
     #[arg(long, env = "PORTICO_INSECURE")]
     pub insecure: bool,
+    /// Versions kept per group for `history` and `rollback` (each holds a whole snapshot);
+    /// older ones are deleted as new ones are applied. 0 keeps every version.
+    #[arg(long, env = "PORTICO_HISTORY_LIMIT", default_value_t = 100)]
+    pub history_limit: usize,
 }
 
 impl CpArgs {
@@ -60,6 +64,7 @@ impl CpArgs {
             cluster_tls,
             insecure: self.insecure,
             seed,
+            history_limit: std::num::NonZeroUsize::new(self.history_limit),
         }
     }
 

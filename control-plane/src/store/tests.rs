@@ -152,3 +152,35 @@ fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
     let reopened = Store::open(dir.path()).unwrap();
     assert_eq!(reopened.current("default").unwrap().hash, "h1");
 }
+
+#[test]
+fn the_history_limit_deletes_the_oldest_versions_and_keeps_the_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = NonZeroUsize::new(3);
+    let mut store = Store::open(dir.path()).unwrap().with_history_limit(limit);
+    for i in 1..=5 {
+        store
+            .commit("default", new_version(&format!("h{i}")))
+            .unwrap();
+    }
+    let versions = |s: &Store| -> Vec<u64> {
+        s.history("default")
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect()
+    };
+    assert_eq!(versions(&store), [5, 4, 3], "newest first, three kept");
+    assert!(store.get("default", 1).unwrap().is_none(), "pruned");
+    assert_eq!(store.get("default", 3).unwrap().unwrap().hash, "h3");
+    let files = std::fs::read_dir(dir.path().join("groups/default/versions"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 3, "the pruned versions' files are gone");
+    // Another group keeps its own three; the numbering goes on.
+    store.commit("web", new_version("w1")).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(versions(&store), [5, 4, 3], "as pruned after a restart");
+    assert_eq!(store.current("web").unwrap().version, 6);
+}
