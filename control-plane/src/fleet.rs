@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use portico_common::ConfigIssue;
 use serde::Serialize;
@@ -95,10 +95,23 @@ pub struct NodeView {
     pub active_connections: u64,
 }
 
+/// How long a disconnected data plane stays listed: Kong's `cluster_data_plane_purge_delay`
+/// default (14 days).
+pub const DEFAULT_PURGE_DELAY: Duration = Duration::from_secs(14 * 24 * 3600);
+
 /// The registry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fleet {
     inner: Mutex<Inner>,
+    /// Disconnected entries last seen longer ago than this are forgotten (an autoscaled fleet
+    /// would otherwise list every node that ever existed).
+    purge_delay: Duration,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet::new(DEFAULT_PURGE_DELAY)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +121,14 @@ struct Inner {
 }
 
 impl Fleet {
+    /// An empty registry forgetting disconnected nodes after `purge_delay`.
+    pub fn new(purge_delay: Duration) -> Self {
+        Fleet {
+            inner: Mutex::default(),
+            purge_delay,
+        }
+    }
+
     /// Registers a new stream for `hello.node_id`, replacing any earlier entry, and returns its
     /// epoch plus the version this node refused before (still parked if nothing newer exists).
     pub fn connect(&self, hello: Hello) -> (u64, Option<Nacked>) {
@@ -209,7 +230,14 @@ impl Fleet {
         group: Option<&str>,
         live: impl Fn(&str) -> Option<(u64, String)>,
     ) -> Vec<NodeView> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        inner.nodes.retain(|_, e| {
+            e.connected
+                || now
+                    .duration_since(e.last_seen)
+                    .is_ok_and(|idle| idle < self.purge_delay)
+        });
         inner
             .nodes
             .values()
@@ -258,4 +286,43 @@ fn state_of(e: &Entry, live: Option<&(u64, String)>) -> NodeState {
         return NodeState::Nacked;
     }
     NodeState::Lagging
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(node_id: &str) -> Hello {
+        Hello {
+            node_id: node_id.into(),
+            group: "default".into(),
+            build_version: "test".into(),
+            address: None,
+            serving_version: 0,
+            serving_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn disconnected_nodes_are_forgotten_after_the_purge_delay_connected_ones_never() {
+        let ids = |f: &Fleet| -> Vec<String> {
+            f.view(None, |_| None)
+                .into_iter()
+                .map(|n| n.node_id)
+                .collect()
+        };
+        // Kong's default keeps a disconnected node listed.
+        let kept = Fleet::default();
+        let (epoch, _) = kept.connect(hello("a"));
+        kept.disconnected("a", epoch);
+        assert_eq!(ids(&kept), ["a"]);
+        assert_eq!(kept.view(None, |_| None)[0].state, NodeState::Disconnected);
+
+        // With no delay, the disconnected node goes at the next read; the connected one stays.
+        let fleet = Fleet::new(Duration::ZERO);
+        let (a, _) = fleet.connect(hello("a"));
+        fleet.connect(hello("b"));
+        fleet.disconnected("a", a);
+        assert_eq!(ids(&fleet), ["b"]);
+    }
 }

@@ -39,6 +39,9 @@ pub struct CpOptions {
     /// Versions kept per group (the live one included); older ones are deleted at each
     /// commit. `None` keeps every version.
     pub history_limit: Option<std::num::NonZeroUsize>,
+    /// How long a disconnected data plane stays in the fleet view; `None` = 14 days (Kong's
+    /// `cluster_data_plane_purge_delay`).
+    pub data_plane_purge_delay: Option<std::time::Duration>,
 }
 
 /// PEM files for the cluster listener's mutual TLS.
@@ -129,7 +132,10 @@ pub async fn run(
         dir: opts.data_dir.clone(),
         source,
     })?;
-    let cp = ControlPlane::new(store);
+    let purge = opts
+        .data_plane_purge_delay
+        .unwrap_or(fleet::DEFAULT_PURGE_DELAY);
+    let cp = ControlPlane::with_fleet(store, fleet::Fleet::new(purge));
     if let Some(seed) = opts.seed {
         if cp.current(DEFAULT_GROUP).is_none() {
             cp.apply(DEFAULT_GROUP, seed).await.map_err(CpError::Seed)?;

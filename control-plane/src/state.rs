@@ -100,13 +100,18 @@ struct Inner {
 impl ControlPlane {
     /// Wraps an opened store.
     pub fn new(store: Store) -> Self {
+        ControlPlane::with_fleet(store, Fleet::default())
+    }
+
+    /// Wraps an opened store with a fleet registry configured by the caller.
+    pub fn with_fleet(store: Store, fleet: Fleet) -> Self {
         ControlPlane {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 apply_lock: tokio::sync::Mutex::new(()),
                 channels: Mutex::new(HashMap::new()),
                 live: Mutex::new(HashMap::new()),
-                fleet: Fleet::default(),
+                fleet,
             }),
         }
     }

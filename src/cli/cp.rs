@@ -45,6 +45,14 @@ pub struct CpArgs {
     /// older ones are deleted as new ones are applied. 0 keeps every version.
     #[arg(long, env = "PORTICO_HISTORY_LIMIT", default_value_t = 100)]
     pub history_limit: usize,
+    /// Seconds a disconnected data plane stays listed in the fleet (Kong's
+    /// `cluster_data_plane_purge_delay`).
+    #[arg(
+        long,
+        env = "PORTICO_DATA_PLANE_PURGE_DELAY",
+        default_value_t = 1_209_600
+    )]
+    pub data_plane_purge_delay: u64,
 }
 
 impl CpArgs {
@@ -65,6 +73,9 @@ impl CpArgs {
             insecure: self.insecure,
             seed,
             history_limit: std::num::NonZeroUsize::new(self.history_limit),
+            data_plane_purge_delay: Some(std::time::Duration::from_secs(
+                self.data_plane_purge_delay,
+            )),
         }
     }
 
