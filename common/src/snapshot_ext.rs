@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::snapshot::{Protocol, Route, Snapshot};
+use crate::snapshot::{Protocol, Route, Service, Snapshot};
 
 impl Protocol {
     /// Every protocol name Kong's config accepts, in Kong's order.
@@ -37,6 +37,27 @@ impl Protocol {
             self,
             Protocol::Tcp | Protocol::Tls | Protocol::TlsPassthrough | Protocol::Udp
         )
+    }
+}
+
+impl Service {
+    /// A service with Kong's defaults (http to `host:80`, path `/`, 5 retries, 60 s timeouts,
+    /// enabled); tests and benchmarks fill in the rest.
+    pub fn with_defaults(id: Uuid, host: &str) -> Service {
+        Service {
+            id,
+            name: None,
+            protocol: Protocol::Http,
+            host: host.to_owned(),
+            port: 80,
+            path: None,
+            retries: 5,
+            connect_timeout: 60_000,
+            write_timeout: 60_000,
+            read_timeout: 60_000,
+            enabled: true,
+            tags: vec![],
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use portico_common::snapshot::{Protocol, Route, Service, Snapshot};
+use portico_common::snapshot::{Route, Service, Snapshot};
 use portico_data_plane::pool::Pools;
 use portico_data_plane::runtime::Runtime;
 use uuid::Uuid;
@@ -17,18 +17,10 @@ const PER_SERVICE: usize = 100;
 
 fn service(s: usize) -> Service {
     Service {
-        id: Uuid::from_u128(0x5e00_0000 + s as u128),
         name: Some(format!("svc{s}")),
-        protocol: Protocol::Http,
-        host: "127.0.0.1".into(),
         port: 9,
         path: Some(format!("/base{s}")),
-        retries: 5,
-        connect_timeout: 60_000,
-        write_timeout: 60_000,
-        read_timeout: 60_000,
-        enabled: true,
-        tags: vec![],
+        ..Service::with_defaults(Uuid::from_u128(0x5e00_0000 + s as u128), "127.0.0.1")
     }
 }
 

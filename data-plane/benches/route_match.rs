@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
-use portico_common::snapshot::{Protocol, Route, Service, Snapshot};
+use portico_common::snapshot::{Route, Service, Snapshot};
 use portico_data_plane::router::{RouteRequest, Router};
 use uuid::Uuid;
 
@@ -14,18 +14,10 @@ const SIZES: [usize; 3] = [10, 1_000, 10_000];
 
 fn service() -> Service {
     Service {
-        id: Uuid::from_u128(1),
         name: None,
-        protocol: Protocol::Http,
-        host: "upstream.test".into(),
         port: 80,
         path: Some("/base".into()),
-        retries: 5,
-        connect_timeout: 60_000,
-        write_timeout: 60_000,
-        read_timeout: 60_000,
-        enabled: true,
-        tags: vec![],
+        ..Service::with_defaults(Uuid::from_u128(1), "upstream.test")
     }
 }
 

@@ -200,18 +200,10 @@ mod tests {
 
     fn service(n: u128, host: &str) -> Service {
         Service {
-            id: Uuid::from_u128(0x5e00 + n),
             name: Some(format!("svc{n}")),
-            protocol: Protocol::Http,
-            host: host.into(),
             port: 80,
             path: None,
-            retries: 5,
-            connect_timeout: 60_000,
-            write_timeout: 60_000,
-            read_timeout: 60_000,
-            enabled: true,
-            tags: vec![],
+            ..Service::with_defaults(Uuid::from_u128(0x5e00 + n), host)
         }
     }
 

@@ -10,18 +10,10 @@ use super::*;
 
 pub(super) fn service(n: u128, path: Option<&str>) -> Service {
     Service {
-        id: Uuid::from_u128(0x5e00 + n),
         name: Some(format!("svc{n}")),
-        protocol: Protocol::Http,
-        host: "upstream.test".into(),
         port: 80,
         path: path.map(str::to_owned),
-        retries: 5,
-        connect_timeout: 60_000,
-        write_timeout: 60_000,
-        read_timeout: 60_000,
-        enabled: true,
-        tags: vec![],
+        ..Service::with_defaults(Uuid::from_u128(0x5e00 + n), "upstream.test")
     }
 }
 
