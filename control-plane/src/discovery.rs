@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::Stream;
 use portico_common::ConfigIssue;
 use portico_proto::v1::{
@@ -221,28 +220,21 @@ impl Session {
         let delta = live.delta.as_ref().filter(|d| {
             !self.whole_only && self.serving.0 == d.base_version && self.serving.1 == d.base_hash
         });
-        let update = match delta {
-            Some(d) => Update {
-                nonce: nonce.clone(),
-                group: live.group.clone(),
-                version: live.version,
-                hash: live.hash.clone(),
-                snapshot_json: Bytes::new(),
-                base_version: d.base_version,
-                base_hash: d.base_hash.clone(),
-                delta_json: d.json.clone(),
-            },
-            None => Update {
-                nonce: nonce.clone(),
-                group: live.group.clone(),
-                version: live.version,
-                hash: live.hash.clone(),
-                snapshot_json: live.snapshot_json.clone(),
-                base_version: 0,
-                base_hash: String::new(),
-                delta_json: Bytes::new(),
-            },
+        let mut update = Update {
+            nonce: nonce.clone(),
+            group: live.group.clone(),
+            version: live.version,
+            hash: live.hash.clone(),
+            ..Update::default()
         };
+        match delta {
+            Some(d) => {
+                update.base_version = d.base_version;
+                update.base_hash = d.base_hash.clone();
+                update.delta_json = d.json.clone();
+            }
+            None => update.snapshot_json = live.snapshot_json.clone(),
+        }
         let msg = ControlPlaneMessage {
             kind: Some(control_plane_message::Kind::Update(update)),
         };
@@ -303,6 +295,11 @@ impl Session {
                     .into_iter()
                     .map(|e| ConfigIssue::new(e.path, e.message))
                     .collect();
+                let joined = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 if nack.resync && flight.delta {
                     // Not a refusal: the node could not apply the delta to what it serves.
                     // The next send is the whole snapshot.
@@ -310,7 +307,7 @@ impl Session {
                         node_id = %node_id,
                         group = %self.hello.group,
                         config_version = flight.version,
-                        reason = %errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                        reason = %joined,
                         "data plane asked for the whole snapshot instead of a delta"
                     );
                     self.whole_only = true;
@@ -321,7 +318,7 @@ impl Session {
                     node_id = %node_id,
                     group = %self.hello.group,
                     config_version = flight.version,
-                    errors = %errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                    errors = %joined,
                     "data plane refused config; version parked until a newer one is applied"
                 );
                 fleet.nacked(
