@@ -45,7 +45,14 @@ impl Drop for Proc {
 }
 
 /// Spawns portico with JSON logs and returns it with the addresses it reported for `names`.
-fn spawn(args: &[String], names: &[&str]) -> (Proc, Vec<String>) {
+fn spawn(
+    args: &[String],
+    names: &[&str],
+) -> (
+    Proc,
+    Vec<String>,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+) {
     let mut child = Command::new(binary())
         .args(["--log-format", "json"])
         .args(args)
@@ -67,9 +74,35 @@ fn spawn(args: &[String], names: &[&str]) -> (Proc, Vec<String>) {
             }
         }
     }
-    // Keep draining stderr so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), addrs)
+    // Keep draining stderr so the process never blocks on a full pipe, and report each
+    // version the process says it cached (data planes write their cache after the ACK).
+    let (tx, cached) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("config cached") || line.contains("config applied") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        }
+    });
+    (Proc(child), addrs, cached)
+}
+
+/// Waits until every data plane has cached `version`, so the next round starts from a quiet
+/// fleet rather than racing the previous round's cache writes for the two cores.
+fn settle(cached: &[std::sync::mpsc::Receiver<serde_json::Value>], version: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for rx in cached {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(v) if v["config_version"].as_u64() >= Some(version) => break,
+                Ok(_) => {}
+                Err(_) => panic!("a data plane did not cache version {version} within 10 s"),
+            }
+        }
+    }
 }
 
 fn config(routes: usize, variant: usize) -> String {
@@ -119,7 +152,7 @@ async fn main() {
         args.get(2).copied().unwrap_or(5),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let (_cp, addrs) = spawn(
+    let (_cp, addrs, cp_log) = spawn(
         &[
             "cp".into(),
             "--data-dir".into(),
@@ -132,9 +165,9 @@ async fn main() {
         &["admin", "cluster"],
     );
     let (admin, cluster) = (addrs[0].clone(), addrs[1].clone());
-    let mut planes = Vec::new();
+    let (mut planes, mut cached) = (Vec::new(), Vec::new());
     for i in 0..dps {
-        let (p, _) = spawn(
+        let (p, _, c) = spawn(
             &[
                 "dp".into(),
                 "--control-plane".into(),
@@ -151,6 +184,7 @@ async fn main() {
             &["proxy"],
         );
         planes.push(p);
+        cached.push(c);
     }
     let mut client = AdminClient::connect(format!("http://{admin}"))
         .await
@@ -211,7 +245,7 @@ async fn main() {
                         .iter()
                         .map(|d| d.last_apply_micros as f64 / 1e3)
                         .collect();
-                    return (stored, t.elapsed(), median(&mut apply));
+                    return (stored, t.elapsed(), median(&mut apply), r.version);
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -219,7 +253,8 @@ async fn main() {
     };
 
     println!("{dps} data planes, {routes} routes");
-    let (stored, all, dp_apply) = apply(1).await;
+    let (stored, all, dp_apply, version) = apply(1).await;
+    settle(&cached, version);
     println!(
         "full config:       stored after {:>7.1} ms, all ACKed after {:>7.1} ms (push {:>7.1} ms), data-plane apply {:>6.1} ms (median)",
         stored.as_secs_f64() * 1e3,
@@ -229,14 +264,23 @@ async fn main() {
     );
     let (mut st, mut al, mut pu, mut ap) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (stored, all, dp_apply) = apply(2 + round).await;
+        let (stored, all, dp_apply, version) = apply(2 + round).await;
+        settle(&cached, version);
         st.push(stored.as_secs_f64() * 1e3);
         al.push(all.as_secs_f64() * 1e3);
         pu.push((all - stored).as_secs_f64() * 1e3);
         if std::env::var_os("PROPAGATION_VERBOSE").is_some() {
+            // The control plane's own account of the stored phase.
+            let cp = cp_log
+                .try_iter()
+                .filter(|v| v["config_version"].as_u64() == Some(version))
+                .last()
+                .unwrap_or_default();
             println!(
-                "  round {round}: stored {:.1} ms, push {:.1} ms, apply {dp_apply:.1} ms",
+                "  round {round}: stored {:.1} ms (validate {:.1}, store {:.1}), push {:.1} ms, apply {dp_apply:.1} ms",
                 stored.as_secs_f64() * 1e3,
+                cp["validate_ms"].as_f64().unwrap_or(f64::NAN),
+                cp["store_ms"].as_f64().unwrap_or(f64::NAN),
                 (all - stored).as_secs_f64() * 1e3
             );
         }

@@ -60,6 +60,10 @@ pub struct Applied {
     /// The content equals the live version; nothing was stored or pushed.
     pub unchanged: bool,
     pub warnings: Vec<ConfigIssue>,
+    /// Time spent parsing and validating the text.
+    pub validate_time: std::time::Duration,
+    /// Time spent encoding, diffing and durably storing the new version.
+    pub store_time: std::time::Duration,
 }
 
 /// Why an apply, rollback or read failed.
@@ -148,8 +152,10 @@ impl ControlPlane {
         let group = group.to_owned();
         // Validation is CPU work and the commit is fsync work: both stay off the async workers.
         let (applied, published) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let loaded = portico_common::load_str(&text, &|name| std::env::var(name).ok())
                 .map_err(ApplyError::Invalid)?;
+            let validate_time = started.elapsed();
             let previous = this.live(&group)?;
             if let Some(prev) = previous.as_ref().filter(|p| p.hash == loaded.snapshot.hash) {
                 let record = this.current(&group).filter(|r| r.version == prev.version);
@@ -159,29 +165,39 @@ impl ControlPlane {
                             record,
                             unchanged: true,
                             warnings: loaded.warnings,
+                            validate_time,
+                            store_time: std::time::Duration::ZERO,
                         },
                         None,
                     ));
                 }
             }
-            let json = serde_json::to_string(&loaded.snapshot)
-                .map_err(|e| ApplyError::Internal(format!("snapshot encoding: {e}")))?;
-            let snapshot_json = Bytes::from(json.clone().into_bytes());
+            // The delta is computed on the second core while this one encodes and commits;
+            // the wire and the store share one encoding.
+            let (encoded, delta) = std::thread::scope(|scope| {
+                let delta = scope.spawn(|| {
+                    previous
+                        .as_deref()
+                        .and_then(|prev| delta_from(prev, &loaded.snapshot, &loaded.digests))
+                });
+                let encoded = SnapshotJson::encode(&loaded.snapshot);
+                (encoded, delta.join())
+            });
+            let snapshot =
+                encoded.map_err(|e| ApplyError::Internal(format!("snapshot encoding: {e}")))?;
+            let delta = delta.map_err(|_| ApplyError::Internal("delta task panicked".into()))?;
+            let snapshot_json = snapshot.bytes();
             let new = NewVersion {
                 hash: loaded.snapshot.hash.clone(),
                 origin,
                 summary: loaded.snapshot.summary(),
                 config_text: text,
-                snapshot: SnapshotJson::from_json(json)
-                    .map_err(|e| ApplyError::Internal(format!("snapshot encoding: {e}")))?,
+                snapshot,
             };
             let commit = this.store().commit(&group, new)?;
             let published = if commit.unchanged {
                 None
             } else {
-                let delta = previous
-                    .as_deref()
-                    .and_then(|prev| delta_from(prev, &loaded.snapshot, &loaded.digests));
                 Some(Published {
                     group: group.clone(),
                     version: commit.record.version,
@@ -197,6 +213,8 @@ impl ControlPlane {
                     record: commit.record,
                     unchanged: commit.unchanged,
                     warnings: loaded.warnings,
+                    validate_time,
+                    store_time: started.elapsed() - validate_time,
                 },
                 published,
             ))
@@ -214,6 +232,8 @@ impl ControlPlane {
             unchanged = applied.unchanged,
             origin = %r.origin,
             summary = %r.summary,
+            validate_ms = applied.validate_time.as_secs_f64() * 1e3,
+            store_ms = applied.store_time.as_secs_f64() * 1e3,
             "config applied"
         );
         Ok(applied)
@@ -350,7 +370,7 @@ fn publication(record: &VersionRecord) -> Result<Published, ApplyError> {
         group: record.group.clone(),
         version: record.version,
         hash: record.hash.clone(),
-        snapshot_json: Bytes::copy_from_slice(json.as_bytes()),
+        snapshot_json: record.snapshot.bytes(),
         snapshot: Arc::new(snapshot),
         digests: Arc::new(digests),
         delta: None,

@@ -61,6 +61,16 @@ impl SnapshotJson {
         RawValue::from_string(json).map(|raw| SnapshotJson(Arc::from(raw)))
     }
 
+    /// Encodes `value`; no second pass to check the text, since serde_json wrote it.
+    pub fn encode<T: Serialize>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(|raw| SnapshotJson(Arc::from(raw)))
+    }
+
+    /// The JSON text as `Bytes` sharing this buffer (no copy), for the wire.
+    pub fn bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(self.clone())
+    }
+
     /// The JSON text.
     pub fn get(&self) -> &str {
         self.0.get()
@@ -69,6 +79,12 @@ impl SnapshotJson {
     /// The snapshot as a generic JSON value (for redacting and listing).
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl AsRef<[u8]> for SnapshotJson {
+    fn as_ref(&self) -> &[u8] {
+        self.get().as_bytes()
     }
 }
 
