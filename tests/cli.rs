@@ -60,12 +60,16 @@ fn validate_reports_every_error_with_its_path_and_fails() {
 }
 
 #[test]
-fn validate_refuses_plugins_this_build_cannot_enforce() {
+fn validate_refuses_plugins_portico_does_not_run_and_bad_plugin_config() {
     let (ok, _, err) = run_validate(
-        "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://a.internal\n    routes:\n      - paths: [\"/a\"]\n    plugins:\n      - name: key-auth\n",
+        "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://a.internal\n    routes:\n      - paths: [\"/a\"]\n    plugins:\n      - name: cors\n      - name: key-auth\n        config: { key_names: [], nope: 1 }\n",
     );
     assert!(!ok);
-    assert!(err.contains("plugins[0] (key-auth)"), "{err}");
+    assert!(
+        err.contains("services[0].plugins[0].name") && err.contains("cors"),
+        "{err}"
+    );
+    assert!(err.contains("services[0].plugins[1].config"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

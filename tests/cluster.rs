@@ -245,12 +245,14 @@ async fn refused_configs_change_nothing_and_nacked_ones_are_parked_and_visible()
     let up = Upstream::echo("a").await;
     let tmp = tempfile::tempdir().unwrap();
     let cp = Portico::cp(&tmp.path().join("cp"), &[]);
+    // This node runs only key-auth (Kong's `plugins` property), as a node of an older build
+    // would: a config using another plugin is valid for the control plane but not runnable here.
     let dp = Portico::dp_cluster(
         &cp.cluster_url(),
         "default",
         "dp-1",
         &tmp.path().join("c"),
-        &[],
+        &["--plugins", "key-auth"],
     );
     let f = write(tmp.path(), "v1.yml", &config(up.addr, 1));
     assert_eq!(apply(&cp, &f, "default", true).await.0, 0);
@@ -280,21 +282,24 @@ async fn refused_configs_change_nothing_and_nacked_ones_are_parked_and_visible()
     };
     assert_eq!(status, 400);
 
-    // Valid for the control plane, but this data plane cannot run it (it refuses plugins it
-    // does not have): NACKed, parked, visible, and the data plane keeps serving v1.
+    // Valid for the control plane, but this data plane does not run the plugin: NACKed,
+    // parked, visible, and the data plane keeps serving v1.
     let plugin = format!(
-        "{}    plugins:\n      - name: key-auth\n",
+        "{}    plugins:\n      - name: ip-restriction\n        config: {{ allow: [127.0.0.1] }}\n",
         config(up.addr, 2)
     );
     let f2 = write(tmp.path(), "v2.yml", &plugin);
     let (code, out, err) = apply(&cp, &f2, "default", true).await;
     assert_eq!(code, 3, "--wait reports the NACK: {out}{err}");
-    assert!(out.contains("NACK") && out.contains("key-auth"), "{out}");
+    assert!(
+        out.contains("NACK") && out.contains("ip-restriction"),
+        "{out}"
+    );
     assert_eq!(served(&dp).await, "a /v1/x");
     let (_, out, _) = cli(args(&["status", "--admin-url", &cp.admin_url()])).await;
     let line = out.lines().find(|l| l.starts_with("dp-1")).unwrap();
     assert!(
-        line.contains("nacked v2") && line.contains("key-auth"),
+        line.contains("nacked v2") && line.contains("ip-restriction"),
         "{line}"
     );
 

@@ -241,7 +241,7 @@ pub struct Plugin {
     pub service: Option<String>,
     pub route: Option<String>,
     pub consumer: Option<String>,
-    /// Kept as written; typed by the plugin registry later.
+    /// Kept as written here; the loader types it with `crate::plugins::PluginConfig::parse`.
     pub config: Option<Value>,
     pub protocols: Option<Vec<String>>,
     #[serde(deserialize_with = "de::boolean")]

@@ -12,6 +12,7 @@ pub mod digest;
 pub mod error;
 pub mod load;
 pub mod path;
+pub mod plugins;
 pub mod snapshot;
 mod snapshot_ext;
 
@@ -19,3 +20,4 @@ pub use delta::{Changes, Delta};
 pub use digest::{Digests, EntityDigest};
 pub use error::{ConfigErrors, ConfigIssue};
 pub use load::{load_file, load_str, Loaded};
+pub use plugins::PluginConfig;

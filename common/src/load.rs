@@ -6,8 +6,8 @@
 //! defaults and checks -> uniqueness -> entity digests and content hash. Errors are collected,
 //! never returned early, so a user sees every problem of a file in one run.
 
-mod checks;
-mod collect;
+pub(crate) mod checks;
+pub(crate) mod collect;
 mod consumer;
 mod ids;
 mod migrate;

@@ -202,8 +202,9 @@ pub struct Plugin {
     pub service: Option<Uuid>,
     pub route: Option<Uuid>,
     pub consumer: Option<Uuid>,
-    /// The plugin's `config` as written (secrets resolved); typed by the plugin issues.
-    /// Written with sorted keys (canonical for the content hash).
+    /// The plugin's `config`, validated and with every default filled in
+    /// ([`crate::plugins::PluginConfig::to_value`]); [`crate::plugins::PluginConfig::parse`]
+    /// types it again. Written with sorted keys (canonical for the content hash).
     #[serde(serialize_with = "crate::digest::sorted_keys")]
     pub config: serde_json::Value,
     pub protocols: Vec<Protocol>,

@@ -28,7 +28,7 @@ upstreams:
 - name: u
   targets: [{target: 10.0.0.1}]
 plugins:
-- name: cors
+- name: basic-auth
 "#,
     );
     let svc = &s.services[0];
@@ -119,7 +119,10 @@ plugins:
             Protocol::Https
         ]
     );
-    assert_eq!(p.config, serde_json::json!({}));
+    assert_eq!(
+        p.config,
+        serde_json::json!({"anonymous": null, "hide_credentials": false, "realm": "service"})
+    );
     assert_eq!((p.service, p.route, p.consumer), (None, None, None));
 }
 
@@ -215,8 +218,8 @@ services:
   - name: users-route
     paths: [/users]
     plugins:
-    - name: rate-limiting
-      config: {minute: 5}
+    - name: request-termination
+      config: {status_code: 429}
   - paths: [/nameless]
   plugins:
   - name: key-auth
@@ -232,8 +235,8 @@ consumers:
   basicauth_credentials: [{username: alice, password: pw}]
   acls: [{group: admins}]
   plugins:
-  - name: acl
-    config: {allow: [admins]}
+  - name: ip-restriction
+    config: {allow: [10.0.0.0/8]}
 "#;
 
 const FLAT: &str = r#"_format_version: "3.0"
@@ -264,14 +267,14 @@ basicauth_credentials:
 acls:
 - {consumer: alice, group: admins}
 plugins:
-- name: rate-limiting
+- name: request-termination
   route: users-route
-  config: {minute: 5}
+  config: {status_code: 429}
 - name: key-auth
   service: users
-- name: acl
+- name: ip-restriction
   consumer: alice
-  config: {allow: [admins]}
+  config: {allow: [10.0.0.0/8]}
 "#;
 
 #[test]
@@ -345,7 +348,7 @@ fn hash_is_deterministic_and_tracks_content() {
     assert!(a.hash.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(a.hash, snapshot(NESTED).hash);
     assert_eq!(a.hash, a.compute_hash());
-    let changed = snapshot(&NESTED.replace("minute: 5", "minute: 6"));
+    let changed = snapshot(&NESTED.replace("status_code: 429", "status_code: 430"));
     assert_ne!(a.hash, changed.hash);
     let retagged =
         snapshot(&NESTED.replace("host: users.internal", "host: users.internal\n  tags: [x]"));

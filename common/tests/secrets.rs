@@ -99,11 +99,11 @@ fn default_applies_when_unset_or_empty() {
 
 #[test]
 fn double_dollar_escapes_a_literal() {
-    let yaml = "_format_version: \"3.0\"\nplugins:\n- name: request-transformer\n  config:\n    add:\n      headers: [\"x-a:$${NOT_A_VAR}\", \"x-b:$5 and $$ stay\"]\n";
+    let yaml = "_format_version: \"3.0\"\nplugins:\n- name: request-termination\n  config:\n    message: \"a:$${NOT_A_VAR} b:$5 and $$ stay\"\n";
     let s = load_env(yaml, &[]).unwrap().snapshot;
     assert_eq!(
-        s.plugins[0].config["add"]["headers"],
-        serde_json::json!(["x-a:${NOT_A_VAR}", "x-b:$5 and $$ stay"])
+        s.plugins[0].config["message"],
+        "a:${NOT_A_VAR} b:$5 and $$ stay"
     );
 }
 

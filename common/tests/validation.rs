@@ -354,14 +354,14 @@ fn uniqueness_violations() {
             "'basicauth_credentials' entity with username set to 'x'",
         ),
         (
-            "plugins:\n- {name: cors, instance_name: i1}\n- {name: key-auth, instance_name: i1}\n",
+            "plugins:\n- {name: basic-auth, instance_name: i1}\n- {name: key-auth, instance_name: i1}\n",
             "plugins[1]",
             "'plugins' entity with instance_name set to 'i1'",
         ),
         (
-            "services:\n- name: s\n  host: h\n  plugins: [{name: cors}]\nplugins:\n- {name: cors, service: s}\n",
+            "services:\n- name: s\n  host: h\n  plugins: [{name: basic-auth}]\nplugins:\n- {name: basic-auth, service: s}\n",
             "plugins[0]",
-            "'plugins' entity with name set to 'cors'",
+            "'plugins' entity with name set to 'basic-auth'",
         ),
         (
             "upstreams:\n- name: u\n  targets: [{target: \"a\"}, {target: \"a:8000\"}]\n",
@@ -394,7 +394,7 @@ fn duplicate_keyauth_key_is_reported_without_echoing_it() {
 
 #[test]
 fn same_plugin_at_different_scopes_is_fine() {
-    let yaml = "_format_version: \"3.0\"\nservices:\n- name: s\n  host: h\n  plugins: [{name: cors}]\n  routes:\n  - name: r\n    paths: [/]\n    plugins: [{name: cors}]\nplugins:\n- name: cors\n- {name: cors, service: s, route: r}\n";
+    let yaml = "_format_version: \"3.0\"\nservices:\n- name: s\n  host: h\n  plugins: [{name: basic-auth}]\n  routes:\n  - name: r\n    paths: [/]\n    plugins: [{name: basic-auth}]\nplugins:\n- name: basic-auth\n- {name: basic-auth, service: s, route: r}\n";
     assert_eq!(load(yaml).unwrap().snapshot.plugins.len(), 4);
 }
 
@@ -406,7 +406,7 @@ fn dangling_references() {
         "invalid reference 'service: nope' (no such entry in 'services')",
     );
     assert_only_error(
-        "plugins:\n- name: cors\n  consumer: nope\n",
+        "plugins:\n- name: basic-auth\n  consumer: nope\n",
         "plugins[0].consumer",
         "invalid reference 'consumer: nope' (no such entry in 'consumers')",
     );
@@ -519,7 +519,7 @@ fn healthcheck_shape_is_checked() {
 #[test]
 fn plugin_config_must_be_an_object() {
     assert_only_error(
-        "plugins:\n- name: cors\n  config: [1]\n",
+        "plugins:\n- name: basic-auth\n  config: [1]\n",
         "plugins[0].config",
         "expected an object, got an array",
     );
@@ -552,7 +552,7 @@ routes:
 consumers:
 - tags: [t]
 plugins:
-- name: cors
+- name: basic-auth
   route: nowhere
 "#;
     let e = errors(body);
@@ -608,8 +608,34 @@ fn secret_values_are_not_echoed_in_type_errors() {
 #[test]
 fn plugins_with_dangling_scopes_are_not_also_duplicates() {
     assert_only_error(
-        "plugins:\n- name: cors\n- name: cors\n  service: ghost\n",
+        "plugins:\n- name: basic-auth\n- name: basic-auth\n  service: ghost\n",
         "plugins[1].service",
         "invalid reference 'service: ghost' (no such entry in 'services')",
+    );
+}
+
+#[test]
+fn es512_jwt_secrets_are_refused_by_name() {
+    assert_only_error(
+        "consumers:\n- username: a\n  jwt_secrets:\n  - key: k\n    algorithm: ES512\n    rsa_public_key: \"-----BEGIN PUBLIC KEY-----\\nx\\n-----END PUBLIC KEY-----\"\n",
+        "consumers[0].jwt_secrets[0].algorithm",
+        "ES512 is not supported by Portico yet (use ES256 or ES384, or EdDSA)",
+    );
+}
+
+#[test]
+fn a_key_auth_ttl_is_loaded_with_a_warning_that_it_has_expired() {
+    let loaded = load(
+        "_format_version: \"3.0\"\nconsumers:\n- username: a\n  keyauth_credentials:\n  - { key: k, ttl: 3600 }\n",
+    )
+    .unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.path == "consumers[0].keyauth_credentials[0].ttl"
+                && w.message.contains("has expired")),
+        "{:?}",
+        loaded.warnings
     );
 }

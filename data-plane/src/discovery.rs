@@ -63,6 +63,8 @@ pub struct ControlPlaneOptions {
     pub tls: Option<ClientTls>,
     /// Addresses whose X-Forwarded-* headers are trusted.
     pub trusted_ips: Vec<String>,
+    /// The plugins this data plane runs (Kong's `plugins`: `bundled`, `off`, names).
+    pub plugins: Vec<String>,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub drain_timeout: Duration,
 }
@@ -211,7 +213,7 @@ impl Client {
             let cached = crate::cache::load(&opts.cache_dir, &opts.group)?;
             Ok::<_, crate::cache::CacheError>(cached.map(|c| {
                 let (version, hash) = (c.version, c.hash);
-                let rt = Runtime::compile(c.snapshot, &shared.pools).map(|mut rt| {
+                let rt = Runtime::compile_for(c.snapshot, &shared, None).map(|mut rt| {
                     rt.version = version;
                     rt
                 });

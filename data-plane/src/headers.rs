@@ -180,8 +180,18 @@ fn parse_xff_entry(entry: &str) -> Option<IpAddr> {
     host.parse().ok().map(canonical_ip)
 }
 
-/// Prepares client headers for forwarding: removes hop-by-hop and spoofable headers, then sets
-/// X-Forwarded-*, X-Real-IP and Via.
+/// Removes the identity headers auth plugins own (and URL overrides) from a client request.
+/// Runs before the plugin chain, so neither a plugin nor the upstream ever sees a client's
+/// own `X-Consumer-ID`; what the chain sets afterwards is what goes upstream.
+pub fn strip_client_identity(headers: &mut HeaderMap) {
+    for h in NEVER_FROM_CLIENT {
+        headers.remove(*h);
+    }
+}
+
+/// Prepares client headers for forwarding: removes hop-by-hop and spoofable forwarding
+/// headers, then sets X-Forwarded-*, X-Real-IP and Via. Identity headers are removed earlier,
+/// by [`strip_client_identity`], since plugins set them in between.
 pub fn forward_request_headers(
     headers: &mut HeaderMap,
     f: &Forwarding<'_>,
@@ -193,9 +203,6 @@ pub fn forward_request_headers(
     // client cannot smuggle its own framing through (SECURITY.md §2.3 item 2).
     headers.remove(http::header::CONTENT_LENGTH);
     headers.remove(http::header::EXPECT);
-    for h in NEVER_FROM_CLIENT {
-        headers.remove(*h);
-    }
 
     let xff_in = if f.trusted {
         joined(headers, "x-forwarded-for")

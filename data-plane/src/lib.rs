@@ -7,9 +7,11 @@
 
 pub mod balancer;
 pub mod cache;
+pub mod consumers;
 pub mod discovery;
 pub mod error;
 pub mod headers;
+pub mod plugins;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
@@ -40,6 +42,8 @@ pub struct FileOptions {
     pub config: PathBuf,
     /// Addresses whose X-Forwarded-* headers are trusted.
     pub trusted_ips: Vec<String>,
+    /// The plugins this data plane runs (Kong's `plugins`: `bundled`, `off`, names).
+    pub plugins: Vec<String>,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub drain_timeout: Duration,
     /// Reload when the file changes (SIGHUP always reloads).
@@ -53,6 +57,8 @@ pub enum StartError {
     InvalidConfig { file: String, errors: Vec<String> },
     #[error("--trusted-ips: {0}")]
     TrustedIps(String),
+    #[error("--plugins: {0}")]
+    Plugins(String),
     #[error(transparent)]
     ControlPlane(#[from] discovery::SetupError),
 }
@@ -89,7 +95,8 @@ pub async fn run_from_file(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StartError> {
     let trusted = headers::TrustedIps::parse(&opts.trusted_ips).map_err(StartError::TrustedIps)?;
-    let shared = Shared::new(trusted);
+    let plugins = plugins::Enabled::parse(&opts.plugins).map_err(StartError::Plugins)?;
+    let shared = Shared::with_plugins(trusted, plugins);
     let runtime =
         reload::load(&opts.config, &shared).map_err(|errors| StartError::InvalidConfig {
             file: opts.config.display().to_string(),
@@ -122,7 +129,8 @@ pub async fn run_from_control_plane(
 ) -> Result<(), StartError> {
     let trusted = headers::TrustedIps::parse(&opts.trusted_ips).map_err(StartError::TrustedIps)?;
     let drain = opts.drain_timeout;
-    let shared = Shared::new(trusted);
+    let plugins = plugins::Enabled::parse(&opts.plugins).map_err(StartError::Plugins)?;
+    let shared = Shared::with_plugins(trusted, plugins);
     let client = discovery::Client::new(opts, Arc::clone(&shared))?;
     client.serve_cache().await;
     let discovery = tokio::spawn(client.run(shutdown.clone()));

@@ -14,6 +14,7 @@ use portico_common::path::canonicalize;
 
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding};
+use crate::plugins::{Ctx, Flow, Req};
 use crate::pool::EndpointPool;
 use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
 use crate::router::RouteRequest;
@@ -47,7 +48,7 @@ pub async fn handle(
     let request_id = shared.ids.for_request(req.headers());
     let format = ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT));
 
-    let mut resp = match proxy(req, conn, shared, &request_id, start).await {
+    let mut resp = match proxy(req, conn, shared, &request_id, start, format).await {
         Ok(resp) => resp,
         Err(err) => {
             let status = err.status();
@@ -176,6 +177,7 @@ async fn proxy(
     shared: &Shared,
     request_id: &HeaderValue,
     start: Instant,
+    format: ErrorFormat,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(rt) = shared.runtime.load_full() else {
         return Err(ProxyError::NotReady);
@@ -242,14 +244,48 @@ async fn proxy(
             return Err(ProxyError::NotGrpc);
         }
     }
+    let client_ip = headers::client_ip(&parts.headers, peer_ip, &shared.trusted);
+    let mut body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Client(body)
+    };
+    // Identity headers are the auth plugins' to set: a client's own never get through.
+    headers::strip_client_identity(&mut parts.headers);
+    let chain = rt.plugins.for_route(m.route_index);
+    let mut query = orig_uri.query().map(Cow::Borrowed);
+    if !chain.is_empty() {
+        let mut req = Req {
+            method: &parts.method,
+            path: &path,
+            uri: &orig_uri,
+            headers: &mut parts.headers,
+            query: query.take(),
+            body: &mut body,
+            client_ip,
+            https,
+            host: &host,
+            request_id,
+        };
+        let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
+        if let Flow::Respond(reply) = chain.access(&mut req, &mut ctx).await {
+            let id = request_id.to_str().unwrap_or("");
+            let mut resp = reply.into_response(id, format);
+            resp.headers_mut().insert(SERVER, shared.server.clone());
+            return Ok(resp);
+        }
+        ctx.identity_headers(req.headers);
+        query = req.query;
+    }
+
     let service: &CompiledService = m
         .service_index
         .and_then(|i| rt.services.get(i))
         .and_then(Option::as_ref)
         .ok_or(ProxyError::NoService)?;
 
-    // Upstream target: origin-form path + the client's query string, untouched.
-    let pq = match orig_uri.query() {
+    // Upstream target: origin-form path + the client's query string (as plugins left it).
+    let pq = match &query {
         Some(q) => format!("{}?{}", m.upstream_path, q),
         None => m.upstream_path.clone(),
     };
@@ -257,7 +293,6 @@ async fn proxy(
         .parse()
         .map_err(|_| ProxyError::BadRequest("Invalid request target"))?;
 
-    let client_ip = headers::client_ip(&parts.headers, peer_ip, &shared.trusted);
     let forwarding = Forwarding {
         peer: peer_ip,
         trusted,
@@ -276,12 +311,10 @@ async fn proxy(
     parts.headers.insert(REQUEST_ID, request_id.clone());
     parts.version = Version::HTTP_11;
 
-    let body = if body.is_end_stream() {
-        UpstreamBody::Empty
-    } else {
-        // hyper's client sends GET/HEAD with a body of unknown length as *no body*; keep the
-        // body by framing it explicitly (SECURITY.md §5.4 item 4).
-        if body.size_hint().exact().is_none()
+    // hyper's client sends GET/HEAD with a body of unknown length as *no body*; keep the
+    // body by framing it explicitly (SECURITY.md §5.4 item 4).
+    if let UpstreamBody::Client(b) = &body {
+        if b.size_hint().exact().is_none()
             && matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
         {
             parts.headers.insert(
@@ -289,8 +322,7 @@ async fn proxy(
                 HeaderValue::from_static("chunked"),
             );
         }
-        UpstreamBody::Client(body)
-    };
+    }
 
     // A bodiless idempotent request can be rebuilt for another attempt even after the upstream
     // saw it. A request with a body is retried only while the body is provably unsent.

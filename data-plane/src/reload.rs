@@ -24,8 +24,8 @@ pub fn load(path: &Path, shared: &Shared) -> Result<Runtime, Vec<String>> {
     }
     // Reuse what the running config already compiled (regexes, unchanged routes, balancers).
     let compiled = match shared.runtime.load_full() {
-        Some(current) => Runtime::recompile(loaded.snapshot, &shared.pools, &current),
-        None => Runtime::compile(loaded.snapshot, &shared.pools),
+        Some(current) => Runtime::compile_for(loaded.snapshot, shared, Some(&current)),
+        None => Runtime::compile_for(loaded.snapshot, shared, None),
     };
     compiled.map_err(|issues| issues.iter().map(ToString::to_string).collect())
 }

@@ -12,6 +12,8 @@ use portico_common::ConfigIssue;
 use uuid::Uuid;
 
 use crate::balancer::Balancer;
+use crate::consumers::Consumers;
+use crate::plugins::{BuildEnv, Chains, Enabled};
 use crate::pool::{EndpointPool, Pools};
 use crate::router::Router;
 
@@ -45,6 +47,10 @@ pub struct Runtime {
     pub router: Router,
     /// Index-aligned with `snapshot.services`; `None` for disabled services.
     pub services: Vec<Option<CompiledService>>,
+    /// Each route's plugin chain.
+    pub plugins: Chains,
+    /// Credential lookups for the auth plugins.
+    pub consumers: Consumers,
     pub loaded_at: SystemTime,
     /// The control plane's version of this snapshot; 0 for a file-fed config. Kept here, not
     /// beside the `ArcSwap`, so the runtime and its version are published by the same store.
@@ -53,15 +59,20 @@ pub struct Runtime {
     balancers: Vec<Arc<Balancer>>,
 }
 
-/// Plugins this data plane can run. Empty until the plugin pipeline lands: a config that asks
-/// for a plugin we would silently skip (an auth plugin, say) is refused rather than served
-/// unprotected.
-const SUPPORTED_PLUGINS: &[&str] = &[];
-
 impl Runtime {
     /// Compiles `snapshot`, sharing connection pools through `pools`. Errors name the entity.
     pub fn compile(snapshot: Snapshot, pools: &Pools) -> Result<Runtime, Vec<ConfigIssue>> {
-        Runtime::build(snapshot, pools, None)
+        Runtime::build(snapshot, pools, &Enabled::default(), None)
+    }
+
+    /// Compiles `snapshot` for the data plane `shared` (its pools and its `--plugins`),
+    /// reusing from `previous` as [`Runtime::recompile`] does.
+    pub fn compile_for(
+        snapshot: Snapshot,
+        shared: &crate::state::Shared,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, Vec<ConfigIssue>> {
+        Runtime::build(snapshot, &shared.pools, &shared.plugins, previous)
     }
 
     /// Compiles `snapshot` as [`Runtime::compile`] does, with the same result, reusing from
@@ -75,28 +86,26 @@ impl Runtime {
         pools: &Pools,
         previous: &Runtime,
     ) -> Result<Runtime, Vec<ConfigIssue>> {
-        Runtime::build(snapshot, pools, Some(previous))
+        Runtime::build(snapshot, pools, &Enabled::default(), Some(previous))
     }
 
     fn build(
         snapshot: Snapshot,
         pools: &Pools,
+        enabled: &Enabled,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        for (i, p) in snapshot.plugins.iter().enumerate() {
-            if p.enabled && !SUPPORTED_PLUGINS.contains(&p.name.as_str()) {
-                issues.push(ConfigIssue {
-                    path: format!("plugins[{i}] ({})", p.name),
-                    message: format!(
-                        "plugin '{}' is not available in this Portico build yet; remove it or set \
-                         'enabled: false' (Portico refuses to serve a route without a plugin it \
-                         was asked to run)",
-                        p.name
-                    ),
-                });
+        // Plugins are few: rebuilt on every compile, also a recompile, so an instance never
+        // outlives the config it was built from.
+        let plugins = match Chains::build(&snapshot, &BuildEnv { pools, enabled }) {
+            Ok(c) => c,
+            Err(errors) => {
+                issues.extend(errors);
+                Chains::default()
             }
-        }
+        };
+        let consumers = Consumers::new(&snapshot);
 
         let previous_balancers: HashMap<Uuid, (&Upstream, &Arc<Balancer>)> = previous
             .map(|rt| {
@@ -182,6 +191,8 @@ impl Runtime {
                 snapshot: Arc::new(snapshot),
                 router,
                 services,
+                plugins,
+                consumers,
                 loaded_at: SystemTime::now(),
                 version: 0,
                 balancers,

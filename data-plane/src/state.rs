@@ -36,6 +36,8 @@ pub struct ReloadStatus {
 pub struct Shared {
     pub runtime: ArcSwapOption<Runtime>,
     pub pools: Pools,
+    /// The plugins this data plane runs (`--plugins`).
+    pub plugins: crate::plugins::Enabled,
     pub trusted: TrustedIps,
     pub ids: RequestIds,
     pub stats: Stats,
@@ -51,12 +53,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A data plane with no config yet.
+    /// A data plane with no config yet, running every plugin of this build.
     pub fn new(trusted: TrustedIps) -> Arc<Self> {
+        Shared::with_plugins(trusted, crate::plugins::Enabled::default())
+    }
+
+    /// A data plane with no config yet that runs only the `plugins` given.
+    pub fn with_plugins(trusted: TrustedIps, plugins: crate::plugins::Enabled) -> Arc<Self> {
         let version = env!("CARGO_PKG_VERSION");
         Arc::new(Shared {
             runtime: ArcSwapOption::empty(),
             pools: Pools::default(),
+            plugins,
             trusted,
             ids: RequestIds::default(),
             stats: Stats::default(),

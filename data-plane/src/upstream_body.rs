@@ -1,4 +1,5 @@
-//! The body sent to an upstream: the client's body streamed through, or nothing.
+//! The body sent to an upstream: the client's body streamed through, buffered (only when a
+//! plugin had to read it), or nothing.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +13,9 @@ use hyper::body::Incoming;
 pub enum UpstreamBody {
     /// The downstream client's body, streamed (never buffered whole).
     Client(Incoming),
+    /// The client's body, read whole by a plugin that needed it (key-auth `key_in_body`);
+    /// `None` once sent.
+    Buffered(Option<Bytes>),
     /// No body.
     Empty,
 }
@@ -26,6 +30,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             UpstreamBody::Empty => Poll::Ready(None),
         }
     }
@@ -33,6 +38,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Buffered(b) => b.is_none(),
             UpstreamBody::Empty => true,
         }
     }
@@ -40,6 +46,9 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Buffered(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
             UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }

@@ -112,6 +112,7 @@ fn opts(url: &str, cache_dir: &Path) -> ControlPlaneOptions {
         cache_dir: cache_dir.to_path_buf(),
         tls: None,
         trusted_ips: vec![],
+        plugins: vec!["bundled".into()],
         drain_timeout: Duration::from_secs(2),
     }
 }
@@ -216,7 +217,10 @@ async fn refused_updates_are_nacked_naming_the_entity_and_the_old_config_keeps_s
     let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
     let mut cp = MockCp::start(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let dp = Dp::start(opts(&cp.url(), dir.path())).await;
+    // A node that runs only key-auth, like a node of an older build missing a plugin.
+    let mut o = opts(&cp.url(), dir.path());
+    o.plugins = vec!["key-auth".into()];
+    let dp = Dp::start(o).await;
     cp.hello().await;
     cp.send(update("n1", 1, &snapshot(a.addr, "")));
     cp.answer().await.expect("v1 acked");
@@ -227,18 +231,21 @@ async fn refused_updates_are_nacked_naming_the_entity_and_the_old_config_keeps_s
             .is_some_and(|c| c.version == 1)
     );
 
-    // A plugin this build cannot run.
-    let with_plugin = snapshot(b.addr, "    plugins:\n      - name: key-auth\n");
+    // A plugin this node does not run.
+    let with_plugin = snapshot(
+        b.addr,
+        "    plugins:\n      - name: ip-restriction\n        config: { allow: [127.0.0.1] }\n",
+    );
     cp.send(update("n2", 2, &with_plugin));
     let nack = cp
         .answer()
         .await
-        .expect_err("a plugin this build refuses is NACKed");
+        .expect_err("a plugin this node does not run is NACKed");
     assert_eq!((nack.nonce.as_str(), nack.version), ("n2", 2));
     assert!(
         nack.errors
             .iter()
-            .any(|e| e.path.contains("plugins[0]") && e.message.contains("key-auth")),
+            .any(|e| e.path.contains("plugins[0]") && e.message.contains("not enabled")),
         "{nack:?}"
     );
     assert_eq!(dp.body().await, "a /");
@@ -249,7 +256,7 @@ async fn refused_updates_are_nacked_naming_the_entity_and_the_old_config_keeps_s
     assert!(status["reloads"]["last_errors"][0]
         .as_str()
         .unwrap()
-        .contains("key-auth"));
+        .contains("ip-restriction"));
 
     // Content that does not hash to what was sent.
     let mut tampered = update("n3", 3, &snapshot(b.addr, ""));

@@ -79,6 +79,7 @@ impl ClusterArgs {
             cache_dir: self.cache_dir.clone(),
             tls,
             trusted_ips: listen.trusted_ips.clone(),
+            plugins: listen.plugins.clone(),
             drain_timeout: Duration::from_secs(listen.drain_timeout),
         })
     }
@@ -118,6 +119,15 @@ pub struct ListenArgs {
     /// Comma-separated IPs/CIDRs of proxies whose X-Forwarded-* headers are trusted.
     #[arg(long, env = "PORTICO_TRUSTED_IPS", value_delimiter = ',')]
     pub trusted_ips: Vec<String>,
+    /// Comma-separated plugins this node runs (Kong's `plugins`): `bundled` (all of this build),
+    /// `off`, or names. A config using another plugin is refused, not served without it.
+    #[arg(
+        long,
+        env = "PORTICO_PLUGINS",
+        value_delimiter = ',',
+        default_value = "bundled"
+    )]
+    pub plugins: Vec<String>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
@@ -132,6 +142,7 @@ impl ListenArgs {
         FileOptions {
             config,
             trusted_ips: self.trusted_ips.clone(),
+            plugins: self.plugins.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             watch: !self.no_watch,
         }

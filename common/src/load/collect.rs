@@ -446,7 +446,7 @@ fn content(mut own: Map<String, Value>) -> String {
 }
 
 /// serde's wording to the user's: JSON/YAML names, not Rust's.
-fn tidy(msg: &str) -> String {
+pub(crate) fn tidy(msg: &str) -> String {
     msg.replace("a sequence", "an array")
         .replace("a map", "an object")
         .replace("expected i64", "expected an integer")

@@ -178,6 +178,17 @@ fn keyauth(
             .check_secret("keyauth_credentials", "key", k, path, &mut ctx.issues),
     };
     let ttl = checks::int_in(cfg.ttl, 0, (0, 100_000_000), path, "ttl", &mut ctx.issues);
+    if cfg.ttl.is_some() {
+        // Kong's schema caps ttl at 100000000 s, but its DB-less mode (and Portico's key-auth)
+        // reads a declarative ttl as the Unix time the credential expires: every value the
+        // schema allows is in 1973 or earlier. Kong drops such a credential silently.
+        ctx.issues.warn(
+            &crate::error::field_path(path, "ttl"),
+            "in a declarative config ttl is the Unix time the credential expires (as in Kong's \
+             DB-less mode), so this credential has expired and will not authenticate; remove \
+             ttl to keep it",
+        );
+    }
     let tags = checks::tags(&cfg.tags, path, &mut ctx.issues);
     let id_key = ids::cache_key(
         "keyauth_credentials",
@@ -206,6 +217,14 @@ fn jwt(
     let explicit = explicit_id(&cfg.id, path, issues);
     let algorithm = cfg.algorithm.clone().unwrap_or_else(|| "HS256".to_owned());
     let known = one_of(&algorithm, JWT_ALGORITHMS, path, "algorithm", issues);
+    if algorithm == "ES512" {
+        // Kong accepts it; the verifier Portico uses (jsonwebtoken) has no P-521, and a secret
+        // whose every token would be refused is better refused here, by name.
+        issues.error(
+            &field_path(path, "algorithm"),
+            "ES512 is not supported by Portico yet (use ES256 or ES384, or EdDSA)",
+        );
+    }
     if known && algorithm.starts_with("HS") {
         if cfg.secret.as_deref().is_none_or(str::is_empty) {
             issues.error(

@@ -1,5 +1,6 @@
 //! Plugin instances at every scope (KONG.md §1.2; K:kong/db/schema/entities/plugins.lua).
-//! The plugin's `config` is kept as written; the plugin registry types it later.
+//! The plugin's `config` is typed and checked by [`PluginConfig::parse`] and stored normalized,
+//! with every default filled in, as Kong stores it.
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -9,7 +10,12 @@ use super::collect::{kind, Item, PluginParent};
 use super::{ids, Ctx, Index};
 use crate::config;
 use crate::error::{field_path, index_path};
+use crate::plugins::PluginConfig;
 use crate::snapshot::{Plugin, Protocol};
+
+/// Plugins that cannot be scoped to a consumer: the ones that authenticate or authorise it
+/// (Kong's `consumer = typedefs.no_consumer` in their schemas; forward-auth is Portico's own).
+const NO_CONSUMER: &[&str] = &["key-auth", "jwt", "basic-auth", "acl", "forward-auth"];
 
 /// Kong's default `protocols` for a plugin.
 const DEFAULT_PROTOCOLS: [Protocol; 4] = [
@@ -114,16 +120,40 @@ fn plugin(
         Some(n) => n.to_owned(),
     };
     check_name(&cfg.instance_name, path, "instance_name", issues);
+    // Kong's `typedefs.no_consumer`: a plugin that decides who the consumer is cannot be
+    // scoped to one (it would have to run before it knows whether it applies).
+    if consumer.is_some() && NO_CONSUMER.contains(&name.as_str()) {
+        issues.error(
+            &field_path(path, "consumer"),
+            format!("value must be null ('{name}' identifies the consumer, so it cannot be scoped to one)"),
+        );
+    }
 
-    let config = match &cfg.config {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
+    let empty = Value::Object(Map::new());
+    let written = match &cfg.config {
+        None | Some(Value::Null) => Some(&empty),
+        Some(v @ Value::Object(_)) => Some(v),
         Some(other) => {
             issues.error(
                 &field_path(path, "config"),
                 format!("expected an object, got {}", kind(other)),
             );
-            Value::Object(Map::new())
+            None
+        }
+    };
+    // Typing needs no scope, so it runs even when the scope did not resolve: every error of
+    // the file is reported in one pass. A config that is not an object was reported above;
+    // only the plugin's name is still checked then.
+    let config = match PluginConfig::parse(&name, written.unwrap_or(&empty)) {
+        Ok(typed) if written.is_some() => typed.to_value(),
+        Ok(_) => empty,
+        Err(found) => {
+            for issue in found {
+                if written.is_some() || issue.path == "name" {
+                    issues.error(&field_path(path, &issue.path), issue.message);
+                }
+            }
+            empty
         }
     };
     let protocols = match &cfg.protocols {

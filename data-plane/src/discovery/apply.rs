@@ -95,10 +95,7 @@ pub(crate) fn apply(
         }
     };
     let compiled = decoded.and_then(|(snapshot, digests)| {
-        let rt = match current.as_deref() {
-            Some(prev) => Runtime::recompile(snapshot, &shared.pools, prev),
-            None => Runtime::compile(snapshot, &shared.pools),
-        };
+        let rt = Runtime::compile_for(snapshot, shared, current.as_deref());
         rt.map(|rt| (rt, digests))
     });
     let (mut runtime, digests) = match compiled {

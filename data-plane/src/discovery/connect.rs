@@ -408,6 +408,7 @@ mod tests {
             cache_dir: std::env::temp_dir(),
             tls: None,
             trusted_ips: vec![],
+            plugins: vec!["bundled".into()],
             drain_timeout: Duration::from_secs(1),
         }
     }

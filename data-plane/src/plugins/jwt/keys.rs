@@ -1,0 +1,169 @@
+//! The verification key of each jwt secret, and the one algorithm it is pinned to.
+//!
+//! The algorithm always comes from the consumer's `jwt_secrets.algorithm`, never from the
+//! token: the token's `alg` is only compared with it (Kong's "Invalid algorithm"). That, plus a
+//! key whose family matches the pinned algorithm, is what makes `alg: none`, HS256 signed with
+//! the RSA public key, and RS256→PS256 switches fail.
+//!
+//! Parsing a PEM public key costs far more than a hash lookup, so asymmetric keys are parsed
+//! at most once per snapshot ([`Keys`]); HMAC keys are only bytes and are made per request.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+use portico_common::snapshot::{JwtSecret, Snapshot};
+use rsa::pkcs1::DecodeRsaPublicKey as _;
+use rsa::traits::PublicKeyParts as _;
+use uuid::Uuid;
+
+/// RSA moduli below this are refused: 1024-bit keys are within reach of a well-funded attacker
+/// and 512-bit ones of anyone (SECURITY.md §3.3).
+const MIN_RSA_BITS: usize = 2048;
+
+/// Why a secret cannot verify anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// No secret/key, an undecodable one, a key of the wrong kind or curve, an empty HMAC
+    /// secret or a short RSA key. Answered as Kong's "Invalid key/secret".
+    Invalid,
+}
+
+/// `jwt_secrets.algorithm` as a `jsonwebtoken` algorithm; `None` for ES512 (and for anything
+/// the loader should already have refused).
+pub fn pinned(algorithm: &str) -> Option<Algorithm> {
+    Some(match algorithm {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// The HMAC key of an HS* secret; `secret_is_base64` decodes it first (Kong accepts either
+/// base64 alphabet, padded or not).
+pub fn hmac_key(secret: &JwtSecret, secret_is_base64: bool) -> Result<DecodingKey, KeyError> {
+    let raw = secret.secret.as_deref().ok_or(KeyError::Invalid)?;
+    let bytes = if secret_is_base64 {
+        let trimmed = raw.trim_end_matches('=');
+        let padded = format!("{trimmed}{}", "=".repeat((4 - trimmed.len() % 4) % 4));
+        STANDARD
+            .decode(&padded)
+            .or_else(|_| URL_SAFE.decode(&padded))
+            .map_err(|_| KeyError::Invalid)?
+    } else {
+        raw.as_bytes().to_vec()
+    };
+    // An empty HMAC key verifies tokens anyone can mint (CVE-2019-20933).
+    if bytes.is_empty() {
+        return Err(KeyError::Invalid);
+    }
+    Ok(DecodingKey::from_secret(&bytes))
+}
+
+/// Parses the PEM public key of an asymmetric secret for `alg`.
+pub fn public_key(secret: &JwtSecret, alg: Algorithm) -> Result<DecodingKey, KeyError> {
+    let pem = secret
+        .rsa_public_key
+        .as_deref()
+        .ok_or(KeyError::Invalid)?
+        .as_bytes();
+    let key = match alg {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => {
+            let key = DecodingKey::from_rsa_pem(pem).map_err(|_| KeyError::Invalid)?;
+            let DecodingKeyKind::SecretOrDer(der) = key.kind() else {
+                return Err(KeyError::Invalid);
+            };
+            // from_rsa_pem also takes a private key PEM; only a public key parses here.
+            let parsed = rsa::RsaPublicKey::from_pkcs1_der(der).map_err(|_| KeyError::Invalid)?;
+            if parsed.n().bits() < MIN_RSA_BITS {
+                return Err(KeyError::Invalid);
+            }
+            key
+        }
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let key = DecodingKey::from_ec_pem(pem).map_err(|_| KeyError::Invalid)?;
+            // The PEM parser does not check the curve: an uncompressed SEC1 point is 65 bytes
+            // on P-256 and 97 on P-384; refuse a key of the other curve up front.
+            let want = if alg == Algorithm::ES256 { 65 } else { 97 };
+            if key.as_bytes().len() != want {
+                return Err(KeyError::Invalid);
+            }
+            key
+        }
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem).map_err(|_| KeyError::Invalid)?,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => return Err(KeyError::Invalid),
+    };
+    Ok(key)
+}
+
+/// Parsed public keys of one snapshot's asymmetric jwt secrets, by secret id. Each key is
+/// parsed on first use and then read without a lock.
+#[derive(Debug, Default)]
+pub struct Keys {
+    /// The snapshot these keys were read from ([`Snapshot::hash`]).
+    hash: String,
+    by_secret: HashMap<Uuid, OnceLock<Result<DecodingKey, KeyError>>>,
+}
+
+impl Keys {
+    /// A slot for every asymmetric secret of `snapshot`; nothing is parsed yet, so this is
+    /// cheap enough to run when a runtime is compiled.
+    pub fn new(snapshot: &Snapshot) -> Keys {
+        let by_secret = snapshot
+            .consumers
+            .iter()
+            .flat_map(|c| &c.jwt_secrets)
+            .filter(|s| !s.algorithm.starts_with("HS"))
+            .map(|s| (s.id, OnceLock::new()))
+            .collect();
+        Keys {
+            hash: snapshot.hash.clone(),
+            by_secret,
+        }
+    }
+
+    /// The key of asymmetric `secret` (of `snapshot`) for `alg`.
+    pub fn public_key(
+        &self,
+        snapshot: &Snapshot,
+        secret: &JwtSecret,
+        alg: Algorithm,
+    ) -> Result<Cow<'_, DecodingKey>, KeyError> {
+        // Ids are stable across reloads but keys can be rotated under the same id, so a cache
+        // from another snapshot is never consulted.
+        let slot = (self.hash == snapshot.hash)
+            .then(|| self.by_secret.get(&secret.id))
+            .flatten();
+        match slot {
+            Some(slot) => {
+                let parsed = slot.get_or_init(|| {
+                    let parsed = public_key(secret, alg);
+                    if parsed.is_err() {
+                        tracing::warn!(plugin = "jwt", jwt_secret = %secret.id, algorithm = %secret.algorithm, "jwt secret has no usable public key; its tokens are refused");
+                    }
+                    parsed
+                });
+                parsed.as_ref().map(Cow::Borrowed).map_err(|e| *e)
+            }
+            None => public_key(secret, alg).map(Cow::Owned),
+        }
+    }
+}
