@@ -47,6 +47,8 @@ pub enum ProxyError {
     Upstream(hyper::Error),
     #[error("internal error: {0}")]
     Internal(&'static str),
+    #[error("request body larger than the route's size limit")]
+    PayloadTooLarge,
 }
 
 impl ProxyError {
@@ -69,6 +71,7 @@ impl ProxyError {
             ProxyError::Upstream(e) if is_timeout(e) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -92,6 +95,7 @@ impl ProxyError {
             ProxyError::Upstream(e) if is_timeout(e) => "The upstream server is timing out",
             ProxyError::Upstream(_) => "An invalid response was received from the upstream server",
             ProxyError::Internal(_) => "An unexpected error occurred",
+            ProxyError::PayloadTooLarge => "Request size limit exceeded",
         }
     }
 
@@ -103,7 +107,8 @@ impl ProxyError {
             | ProxyError::HttpsRequired
             | ProxyError::HttpsRedirect { .. }
             | ProxyError::Http2Required
-            | ProxyError::NotGrpc => Side::Downstream,
+            | ProxyError::NotGrpc
+            | ProxyError::PayloadTooLarge => Side::Downstream,
             ProxyError::NoService | ProxyError::NotReady | ProxyError::Internal(_) => {
                 Side::Internal
             }
@@ -115,6 +120,19 @@ impl ProxyError {
             | ProxyError::Upstream(_) => Side::Upstream,
         }
     }
+}
+
+/// Classifies a failed upstream exchange: a request body that outgrew its size limit while
+/// streaming is the client's fault (413), anything else the upstream's.
+pub fn upstream_failure(e: hyper::Error) -> ProxyError {
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if s.is::<crate::upstream_body::BodyTooLarge>() {
+            return ProxyError::PayloadTooLarge;
+        }
+        source = s.source();
+    }
+    ProxyError::Upstream(e)
 }
 
 /// Whether an upstream error is a timeout: hyper's own, or an I/O timeout underneath it (the

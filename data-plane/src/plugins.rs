@@ -28,7 +28,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use portico_common::plugins::PluginConfig;
-use portico_common::snapshot::{Consumer, Snapshot};
+use portico_common::snapshot::{Consumer, Route, Service, Snapshot};
 use uuid::Uuid;
 
 use crate::consumers::Consumers;
@@ -206,6 +206,26 @@ impl Req<'_> {
                 *self.body = UpstreamBody::Buffered(Some(bytes.clone()));
                 Ok(bytes)
             }
+            UpstreamBody::Limited {
+                inner,
+                limit: max,
+                seen,
+            } => {
+                // A size limit already applies: read no further than it allows.
+                let left = usize::try_from(max.saturating_sub(seen)).unwrap_or(usize::MAX);
+                let limited = http_body_util::Limited::new(inner, limit.min(left));
+                let bytes = match limited.collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) => {
+                        return Err(match e.downcast::<hyper::Error>() {
+                            Ok(h) => BodyError::Read(*h),
+                            Err(_) => BodyError::TooLarge(limit.min(left)),
+                        })
+                    }
+                };
+                *self.body = UpstreamBody::Buffered(Some(bytes.clone()));
+                Ok(bytes)
+            }
             UpstreamBody::Client(incoming) => {
                 let limited = http_body_util::Limited::new(incoming, limit);
                 let bytes = match limited.collect().await {
@@ -262,6 +282,13 @@ pub struct Ctx<'r> {
     pub anonymous: bool,
     /// Groups an external authenticator vouched for (X-Authenticated-Groups).
     pub authenticated_groups: Option<Vec<String>>,
+    /// The matched route (set by the proxy before the chain runs).
+    pub route: Option<&'r Route>,
+    /// The route's service, if it has one.
+    pub service: Option<&'r Service>,
+    /// Headers plugins add to the response the client gets, proxied or not (Kong's
+    /// `kong.response.set_header` in access: rate-limit headers, say).
+    pub response_headers: HeaderMap,
 }
 
 /// The credential that authenticated a request; its identifier goes upstream in
@@ -284,6 +311,9 @@ impl<'r> Ctx<'r> {
             credential: None,
             anonymous: false,
             authenticated_groups: None,
+            route: None,
+            service: None,
+            response_headers: HeaderMap::new(),
         }
     }
 
@@ -341,11 +371,44 @@ impl<'r> Ctx<'r> {
 }
 
 /// What building an instance may use besides its config.
+#[derive(Clone, Copy)]
 pub struct BuildEnv<'a> {
     /// Connection pools, for plugins that call out (forward-auth).
     pub pools: &'a Pools,
     /// The plugins this data plane may run (`--plugins`).
     pub enabled: &'a Enabled,
+    /// The id of the plugin entity being built (nil outside [`Chains::build`]).
+    pub id: Uuid,
+    /// The instance with this id in the runtime being replaced, if any. State that must
+    /// survive a config swap (rate-limit counters, circuit state, a Redis connection) is taken
+    /// from it, typically as an `Arc` the new instance shares.
+    pub previous: Option<&'a Instance>,
+}
+
+impl<'a> BuildEnv<'a> {
+    /// An environment for building without a previous runtime.
+    pub fn new(pools: &'a Pools, enabled: &'a Enabled) -> Self {
+        BuildEnv {
+            pools,
+            enabled,
+            id: Uuid::nil(),
+            previous: None,
+        }
+    }
+}
+
+/// How the upstream exchange of a request ended, for the `log` phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with this status (its body may still be streaming).
+    Status(StatusCode),
+    /// No usable answer: a connect error, a timeout, an invalid response.
+    Failed {
+        /// The status the client gets instead (502, 503, 504).
+        status: StatusCode,
+        /// The failure was a timeout (connect or read).
+        timeout: bool,
+    },
 }
 
 /// The plugins a data plane runs: Kong's `plugins` property. `bundled` (the default) is every
@@ -402,6 +465,13 @@ pub trait Plugin: Sized + Send + Sync {
         let _ = (req, ctx);
         std::future::ready(Flow::Continue)
     }
+
+    /// The log phase: once the upstream exchange ended (response headers received, or the
+    /// attempt failed), for the plugins whose access phase ran and let the request through.
+    /// Must not block: record and return.
+    fn log(&self, outcome: Outcome, ctx: &Ctx<'_>) {
+        let _ = (outcome, ctx);
+    }
 }
 
 /// The closed registry: every plugin this build runs. An exhaustive `match` on it is how the
@@ -449,6 +519,19 @@ impl Instance {
             Instance::IpRestriction(_) => ip_restriction::IpRestriction::NAME,
             Instance::RequestTermination(_) => request_termination::RequestTermination::NAME,
             Instance::ForwardAuth(_) => forward_auth::ForwardAuth::NAME,
+        }
+    }
+
+    /// Runs the log phase.
+    pub fn log(&self, outcome: Outcome, ctx: &Ctx<'_>) {
+        match self {
+            Instance::KeyAuth(p) => p.log(outcome, ctx),
+            Instance::Jwt(p) => p.log(outcome, ctx),
+            Instance::BasicAuth(p) => p.log(outcome, ctx),
+            Instance::Acl(p) => p.log(outcome, ctx),
+            Instance::IpRestriction(p) => p.log(outcome, ctx),
+            Instance::RequestTermination(p) => p.log(outcome, ctx),
+            Instance::ForwardAuth(p) => p.log(outcome, ctx),
         }
     }
 

@@ -14,7 +14,7 @@ use portico_common::path::canonicalize;
 
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding};
-use crate::plugins::{Ctx, Flow, Req};
+use crate::plugins::{Ctx, Flow, Outcome, Req};
 use crate::pool::EndpointPool;
 use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
 use crate::router::RouteRequest;
@@ -254,6 +254,9 @@ async fn proxy(
     headers::strip_client_identity(&mut parts.headers);
     let chain = rt.plugins.for_route(m.route_index);
     let mut query = orig_uri.query().map(Cow::Borrowed);
+    let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
+    ctx.route = Some(route);
+    ctx.service = m.service_index.and_then(|i| rt.snapshot.services.get(i));
     if !chain.is_empty() {
         let mut req = Req {
             method: &parts.method,
@@ -267,11 +270,16 @@ async fn proxy(
             host: &host,
             request_id,
         };
-        let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
         if let Flow::Respond(reply) = chain.access(&mut req, &mut ctx).await {
             let id = request_id.to_str().unwrap_or("");
             let mut resp = reply.into_response(id, format);
-            resp.headers_mut().insert(SERVER, shared.server.clone());
+            let h = resp.headers_mut();
+            h.insert(SERVER, shared.server.clone());
+            for (name, value) in std::mem::take(&mut ctx.response_headers) {
+                if let Some(name) = name {
+                    h.entry(name).or_insert(value);
+                }
+            }
             return Ok(resp);
         }
         ctx.identity_headers(req.headers);
@@ -313,15 +321,14 @@ async fn proxy(
 
     // hyper's client sends GET/HEAD with a body of unknown length as *no body*; keep the
     // body by framing it explicitly (SECURITY.md §5.4 item 4).
-    if let UpstreamBody::Client(b) = &body {
-        if b.size_hint().exact().is_none()
-            && matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
-        {
-            parts.headers.insert(
-                http::header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-        }
+    if matches!(body, UpstreamBody::Client(_) | UpstreamBody::Limited { .. })
+        && body.size_hint().exact().is_none()
+        && matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
+    {
+        parts.headers.insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
     }
 
     // A bodiless idempotent request can be rebuilt for another attempt even after the upstream
@@ -340,10 +347,24 @@ async fn proxy(
     let proxy_latency = start.elapsed();
     let request = Request::from_parts(parts, body);
     let upstream_start = Instant::now();
-    let resp = send_with_retries(request, service, preserved_host, template).await?;
+    let result = send_with_retries(request, service, preserved_host, template).await;
     let upstream_latency = upstream_start.elapsed();
+    if !chain.is_empty() {
+        let outcome = match &result {
+            Ok(resp) => Outcome::Status(resp.status()),
+            Err(e) => Outcome::Failed {
+                status: e.status(),
+                timeout: e.status() == http::StatusCode::GATEWAY_TIMEOUT,
+            },
+        };
+        chain.log(outcome, &ctx, https);
+    }
+    let resp = result?;
 
     let (mut parts, body) = resp.into_parts();
+    parts
+        .headers
+        .extend(std::mem::take(&mut ctx.response_headers));
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.append(VIA, shared.via.clone());
     parts.headers.insert(
@@ -423,7 +444,7 @@ async fn send_with_retries(
                         request = Some(unsent);
                         continue;
                     }
-                    return Err(ProxyError::Upstream(e.into_error()));
+                    return Err(crate::error::upstream_failure(e.into_error()));
                 }
                 let err = e.into_error();
                 if let (Some((m, u, h)), true) = (&template, retries_left > 0) {
@@ -436,7 +457,7 @@ async fn send_with_retries(
                     tracing::debug!(service = %service.name, error = %err, "idempotent request failed, retrying");
                     continue;
                 }
-                return Err(ProxyError::Upstream(err));
+                return Err(crate::error::upstream_failure(err));
             }
         }
     }

@@ -98,7 +98,8 @@ impl Runtime {
         let mut issues = Vec::new();
         // Plugins are few: rebuilt on every compile, also a recompile, so an instance never
         // outlives the config it was built from.
-        let plugins = match Chains::build(&snapshot, &BuildEnv { pools, enabled }) {
+        let env = BuildEnv::new(pools, enabled);
+        let plugins = match Chains::build(&snapshot, &env, previous.map(|rt| &rt.plugins)) {
             Ok(c) => c,
             Err(errors) => {
                 issues.extend(errors);

@@ -32,7 +32,7 @@ use portico_common::snapshot::{Consumer, Plugin as PluginEntity, Protocol, Snaps
 use portico_common::ConfigIssue;
 use uuid::Uuid;
 
-use super::{priority, BuildEnv, Ctx, Flow, Instance, Req};
+use super::{priority, BuildEnv, Ctx, Flow, Instance, Outcome, Req};
 
 /// A built plugin with what decides whether it applies.
 #[derive(Debug)]
@@ -102,6 +102,16 @@ impl Chain {
             .collect()
     }
 
+    /// Runs the log phase of the plugins that let the request through: each slot's config is
+    /// picked again for the final consumer, as Kong collects plugins during access.
+    pub fn log(&self, outcome: Outcome, ctx: &Ctx<'_>, https: bool) {
+        for slot in &self.slots {
+            if let Some(entry) = slot.pick(ctx.consumer).filter(|e| e.applies(https)) {
+                entry.instance.log(outcome, ctx);
+            }
+        }
+    }
+
     /// Runs the access phase of each plugin in order; the first `Respond` ends the chain.
     pub async fn access<'r>(&'r self, req: &mut Req<'_>, ctx: &mut Ctx<'r>) -> Flow {
         for slot in &self.slots {
@@ -129,6 +139,8 @@ pub struct Chains {
     by_route: Vec<u32>,
     /// Global plugins only: what a request that matched no route runs.
     global: Chain,
+    /// Every built plugin by id: what the next snapshot's build takes state from.
+    by_id: HashMap<Uuid, Arc<Entry>>,
 }
 
 static EMPTY: Chain = Chain { slots: Vec::new() };
@@ -146,9 +158,14 @@ impl Chains {
         &self.global
     }
 
-    /// Builds every enabled plugin of `snapshot` and each route's chain. Errors name the
+    /// Builds every enabled plugin of `snapshot` and each route's chain, handing each plugin
+    /// its predecessor in `previous` (same id) so state survives the swap. Errors name the
     /// plugin entity.
-    pub fn build(snapshot: &Snapshot, env: &BuildEnv<'_>) -> Result<Chains, Vec<ConfigIssue>> {
+    pub fn build(
+        snapshot: &Snapshot,
+        env: &BuildEnv<'_>,
+        previous: Option<&Chains>,
+    ) -> Result<Chains, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let mut built: Vec<(&PluginEntity, Arc<Entry>)> = Vec::new();
         for (i, p) in snapshot.plugins.iter().enumerate() {
@@ -174,7 +191,14 @@ impl Chains {
                         .collect::<Vec<_>>()
                 })
                 .and_then(|config| {
-                    Instance::build(config, env)
+                    let env = BuildEnv {
+                        id: p.id,
+                        previous: previous
+                            .and_then(|c| c.by_id.get(&p.id))
+                            .map(|e| &e.instance),
+                        ..*env
+                    };
+                    Instance::build(config, &env)
                         .map_err(|msg| vec![ConfigIssue::new(format!("{path}.config"), msg)])
                 });
             match entry {
@@ -217,10 +241,12 @@ impl Chains {
             };
             by_route.push(index);
         }
+        let by_id = built.iter().map(|(p, e)| (p.id, Arc::clone(e))).collect();
         Ok(Chains {
             chains,
             by_route,
             global,
+            by_id,
         })
     }
 }
