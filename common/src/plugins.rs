@@ -10,12 +10,15 @@
 
 pub mod acl;
 pub mod basic_auth;
+pub mod circuit_breaker;
 mod de;
 mod fields;
 pub mod forward_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod rate_limiting;
+pub mod request_size_limiting;
 pub mod request_termination;
 
 use serde::Serialize;
@@ -34,6 +37,9 @@ pub enum PluginConfig {
     IpRestriction(ip_restriction::Config),
     RequestTermination(request_termination::Config),
     ForwardAuth(forward_auth::Config),
+    RateLimiting(rate_limiting::Config),
+    RequestSizeLimiting(request_size_limiting::Config),
+    CircuitBreaker(circuit_breaker::Config),
 }
 
 /// Plugins bundled with Kong (KONG.md §3.1) that Portico does not run yet. Naming them apart
@@ -65,9 +71,7 @@ const KONG_ONLY: &[&str] = &[
     "pre-function",
     "prometheus",
     "proxy-cache",
-    "rate-limiting",
     "redirect",
-    "request-size-limiting",
     "request-transformer",
     "response-ratelimiting",
     "response-transformer",
@@ -90,6 +94,9 @@ impl PluginConfig {
         "ip-restriction",
         "request-termination",
         "forward-auth",
+        "rate-limiting",
+        "request-size-limiting",
+        "circuit-breaker",
     ];
 
     /// Types and validates `config` (the plugin entity's `config` object; `{}` when absent) for
@@ -109,6 +116,11 @@ impl PluginConfig {
                 request_termination::parse(fields).map(PluginConfig::RequestTermination)
             }
             "forward-auth" => forward_auth::parse(fields).map(PluginConfig::ForwardAuth),
+            "rate-limiting" => rate_limiting::parse(fields).map(PluginConfig::RateLimiting),
+            "request-size-limiting" => {
+                request_size_limiting::parse(fields).map(PluginConfig::RequestSizeLimiting)
+            }
+            "circuit-breaker" => circuit_breaker::parse(fields).map(PluginConfig::CircuitBreaker),
             // NAMES was checked above; this arm only keeps the match total.
             other => Err(vec![ConfigIssue::new("name", unknown(other))]),
         }
@@ -124,6 +136,9 @@ impl PluginConfig {
             PluginConfig::IpRestriction(c) => object(c),
             PluginConfig::RequestTermination(c) => object(c),
             PluginConfig::ForwardAuth(c) => object(c),
+            PluginConfig::RateLimiting(c) => object(c),
+            PluginConfig::RequestSizeLimiting(c) => object(c),
+            PluginConfig::CircuitBreaker(c) => object(c),
         }
     }
 
@@ -137,6 +152,9 @@ impl PluginConfig {
             PluginConfig::IpRestriction(_) => "ip-restriction",
             PluginConfig::RequestTermination(_) => "request-termination",
             PluginConfig::ForwardAuth(_) => "forward-auth",
+            PluginConfig::RateLimiting(_) => "rate-limiting",
+            PluginConfig::RequestSizeLimiting(_) => "request-size-limiting",
+            PluginConfig::CircuitBreaker(_) => "circuit-breaker",
         }
     }
 }

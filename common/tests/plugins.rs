@@ -5,8 +5,8 @@ use portico_common::plugins::{ip_restriction, jwt, key_auth, PluginConfig};
 use portico_common::{load_str, ConfigErrors, ConfigIssue};
 use serde_json::{json, Value};
 
-const SUPPORTED: &str =
-    "key-auth, jwt, basic-auth, acl, ip-restriction, request-termination, forward-auth";
+const SUPPORTED: &str = "key-auth, jwt, basic-auth, acl, ip-restriction, request-termination, \
+     forward-auth, rate-limiting, request-size-limiting, circuit-breaker";
 
 #[track_caller]
 fn parse(name: &str, config: Value) -> PluginConfig {
@@ -160,12 +160,10 @@ fn unknown_and_unsupported_names() {
     );
     for kong in [
         "cors",
-        "rate-limiting",
         "correlation-id",
         "request-transformer",
         "response-transformer",
         "proxy-cache",
-        "request-size-limiting",
         "prometheus",
         "opentelemetry",
     ] {

@@ -13,10 +13,13 @@
 pub mod acl;
 pub mod basic_auth;
 pub mod chain;
+pub mod circuit_breaker;
 pub mod forward_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod rate_limiting;
+pub mod request_size_limiting;
 pub mod request_termination;
 
 use std::borrow::Cow;
@@ -71,10 +74,28 @@ pub const PRIORITY: &[(&str, i32, &str)] = &[
          ip-restriction must resolve after auth), before any plugin that does work",
     ),
     (
+        "request-size-limiting",
+        951,
+        "before acl as in Kong: an oversized body is refused before any authorisation work, \
+         and before anything reads the body",
+    ),
+    (
         "acl",
         950,
         "authorisation needs the authenticated consumer and its groups, so after every auth \
          plugin",
+    ),
+    (
+        "rate-limiting",
+        910,
+        "after authentication and acl (Kong's place): limits count per consumer, and requests \
+         refused earlier do not use up the allowance",
+    ),
+    (
+        "circuit-breaker",
+        900,
+        "Portico's own, after rate-limiting (in Kong's response-ratelimiting slot): fail fast \
+         only for requests that would otherwise have gone upstream",
     ),
     (
         "request-termination",
@@ -485,6 +506,9 @@ pub enum Instance {
     IpRestriction(ip_restriction::IpRestriction),
     RequestTermination(request_termination::RequestTermination),
     ForwardAuth(forward_auth::ForwardAuth),
+    RateLimiting(rate_limiting::RateLimiting),
+    RequestSizeLimiting(request_size_limiting::RequestSizeLimiting),
+    CircuitBreaker(circuit_breaker::CircuitBreaker),
 }
 
 impl Instance {
@@ -506,6 +530,15 @@ impl Instance {
             PluginConfig::ForwardAuth(c) => {
                 Instance::ForwardAuth(forward_auth::ForwardAuth::build(c, env)?)
             }
+            PluginConfig::RateLimiting(c) => {
+                Instance::RateLimiting(rate_limiting::RateLimiting::build(c, env)?)
+            }
+            PluginConfig::RequestSizeLimiting(c) => Instance::RequestSizeLimiting(
+                request_size_limiting::RequestSizeLimiting::build(c, env)?,
+            ),
+            PluginConfig::CircuitBreaker(c) => {
+                Instance::CircuitBreaker(circuit_breaker::CircuitBreaker::build(c, env)?)
+            }
         })
     }
 
@@ -519,6 +552,9 @@ impl Instance {
             Instance::IpRestriction(_) => ip_restriction::IpRestriction::NAME,
             Instance::RequestTermination(_) => request_termination::RequestTermination::NAME,
             Instance::ForwardAuth(_) => forward_auth::ForwardAuth::NAME,
+            Instance::RateLimiting(_) => rate_limiting::RateLimiting::NAME,
+            Instance::RequestSizeLimiting(_) => request_size_limiting::RequestSizeLimiting::NAME,
+            Instance::CircuitBreaker(_) => circuit_breaker::CircuitBreaker::NAME,
         }
     }
 
@@ -532,6 +568,9 @@ impl Instance {
             Instance::IpRestriction(p) => p.log(outcome, ctx),
             Instance::RequestTermination(p) => p.log(outcome, ctx),
             Instance::ForwardAuth(p) => p.log(outcome, ctx),
+            Instance::RateLimiting(p) => p.log(outcome, ctx),
+            Instance::RequestSizeLimiting(p) => p.log(outcome, ctx),
+            Instance::CircuitBreaker(p) => p.log(outcome, ctx),
         }
     }
 
@@ -545,6 +584,9 @@ impl Instance {
             Instance::IpRestriction(p) => p.access(req, ctx).await,
             Instance::RequestTermination(p) => p.access(req, ctx).await,
             Instance::ForwardAuth(p) => p.access(req, ctx).await,
+            Instance::RateLimiting(p) => p.access(req, ctx).await,
+            Instance::RequestSizeLimiting(p) => p.access(req, ctx).await,
+            Instance::CircuitBreaker(p) => p.access(req, ctx).await,
         }
     }
 }

@@ -11,7 +11,10 @@ fn priorities_are_kongs_and_the_table_is_in_execution_order() {
         ("basic-auth", 1100),
         ("forward-auth", 1000),
         ("ip-restriction", 990),
+        ("request-size-limiting", 951),
         ("acl", 950),
+        ("rate-limiting", 910),
+        ("circuit-breaker", 900),
         ("request-termination", 2),
     ];
     let table: Vec<(&str, i32)> = PRIORITY.iter().map(|(n, p, _)| (*n, *p)).collect();
