@@ -28,7 +28,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Headers only a trusted proxy may set; from anyone else they are dropped and regenerated.
-const FORWARDING: &[&str] = &[
+pub(crate) const FORWARDING: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",

@@ -55,19 +55,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// service closing idle keep-alive connections must not become client errors).
 const MAX_STALE_SKIPS: u32 = 4;
 
-/// Client headers an auth service would take for Portico's own statements about the request.
-const FORWARDING: &[&str] = &[
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-path",
-    "x-forwarded-prefix",
-    "x-forwarded-method",
-    "x-forwarded-uri",
-    "x-real-ip",
-];
+/// Client headers an auth service would take for Portico's own statements about the request:
+/// the proxy's forwarding headers plus the two only forward-auth sends.
+const FORWARD_AUTH_ONLY: &[&str] = &["x-forwarded-method", "x-forwarded-uri"];
 
 /// The forward-auth plugin.
 #[derive(Debug)]
@@ -182,7 +172,7 @@ impl ForwardAuth {
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT, HOST] {
             headers.remove(name);
         }
-        for name in FORWARDING {
+        for name in crate::headers::FORWARDING.iter().chain(FORWARD_AUTH_ONLY) {
             headers.remove(*name);
         }
         // Only a consumer a plugin authenticated; clients' own identity headers were removed
