@@ -122,12 +122,50 @@ pub struct Upstream {
     pub hash_fallback: String,
     pub slots: u32,
     pub host_header: Option<String>,
+    /// The names `hash_on`/`hash_fallback` read (`hash_on_header`, ...); left out of the
+    /// serialized form when unset, so configs that hash on nothing keep their content hash.
+    #[serde(default, skip_serializing_if = "HashInputs::is_unset")]
+    pub hash_inputs: HashInputs,
     /// Kong's `healthchecks` object with defaults applied, kept for the health-check issue.
     /// Written with sorted keys (canonical for the content hash).
     #[serde(serialize_with = "crate::digest::sorted_keys")]
     pub healthchecks: serde_json::Value,
     pub targets: Vec<Target>,
     pub tags: Vec<String>,
+}
+
+/// Which header, cookie or query argument a consistent-hashing upstream hashes on (Kong's
+/// `hash_on_header`, `hash_fallback_header`, `hash_on_cookie`, `hash_on_cookie_path`,
+/// `hash_on_query_arg`, `hash_fallback_query_arg`). Set only when `hash_on`/`hash_fallback`
+/// uses them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HashInputs {
+    /// Lowercased header name for `hash_on: header`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_header: Option<String>,
+    /// Lowercased header name for `hash_fallback: header`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_header: Option<String>,
+    /// Cookie name for `hash_on`/`hash_fallback: cookie`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// `Path` of the cookie set when the client has none (Kong's default `/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_path: Option<String>,
+    /// Query argument for `hash_on: query_arg`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_query_arg: Option<String>,
+    /// Query argument for `hash_fallback: query_arg`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_query_arg: Option<String>,
+}
+
+impl HashInputs {
+    /// True when no hash input names anything (the serialized form leaves it out).
+    pub fn is_unset(&self) -> bool {
+        *self == HashInputs::default()
+    }
 }
 
 /// One upstream target (`host:port`, weight).

@@ -106,6 +106,7 @@ fn every_name_parses_and_names_itself() {
         "acl" => json!({"allow": ["g"]}),
         "ip-restriction" => json!({"allow": ["::1"]}),
         "forward-auth" => json!({"url": "http://a"}),
+        "rate-limiting" => json!({"minute": 5}),
         _ => json!({}),
     };
     for name in PluginConfig::NAMES {

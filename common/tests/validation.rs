@@ -467,9 +467,9 @@ fn unsupported_kong_fields_are_refused_unless_default() {
         "'certificates' are not supported by Portico yet",
     );
     assert_only_error(
-        "upstreams:\n- name: u\n  hash_on: header\n",
+        "upstreams:\n- name: u\n  hash_on: uri_capture\n",
         "upstreams[0].hash_on",
-        "'header' is not supported by Portico yet",
+        "'uri_capture' is not supported by Portico yet",
     );
 }
 
@@ -495,6 +495,39 @@ fn upstream_and_target_checks() {
         "upstreams[0].hash_fallback",
         "must be 'none' when 'hash_on' is 'none'",
     );
+    assert_only_error(
+        "upstreams:\n- name: u\n  hash_on: header\n",
+        "upstreams[0].hash_on_header",
+        "required field missing",
+    );
+    assert_only_error(
+        "upstreams:\n- name: u\n  hash_on: header\n  hash_on_header: X-A\n  hash_fallback: header\n  hash_fallback_header: x-a\n",
+        "upstreams[0].hash_fallback_header",
+        "must differ from 'hash_on_header'",
+    );
+    assert_only_error(
+        "upstreams:\n- name: u\n  hash_on: cookie\n  hash_on_cookie: c\n  hash_fallback: ip\n",
+        "upstreams[0].hash_fallback",
+        "must be 'none' when 'hash_on' is 'cookie'",
+    );
+    assert_only_error(
+        "upstreams:\n- name: u\n  hash_on: ip\n  hash_fallback: query_arg\n",
+        "upstreams[0].hash_fallback_query_arg",
+        "required field missing",
+    );
+    assert_only_error(
+        "upstreams:\n- name: u\n  algorithm: latency\n",
+        "upstreams[0].algorithm",
+        "'latency' is not supported by Portico yet",
+    );
+    let s = load(
+        "_format_version: \"3.0\"\nupstreams:\n- name: u\n  hash_on: header\n  hash_on_header: X-User\n  hash_fallback: cookie\n  hash_on_cookie: sid\n",
+    )
+    .expect("hash inputs load");
+    let h = &s.snapshot.upstreams[0].hash_inputs;
+    assert_eq!(h.on_header.as_deref(), Some("x-user"));
+    assert_eq!(h.cookie.as_deref(), Some("sid"));
+    assert_eq!(h.cookie_path.as_deref(), Some("/"));
 }
 
 #[test]

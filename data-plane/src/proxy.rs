@@ -12,6 +12,8 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use portico_common::path::canonicalize;
 
+use crate::balancer::hashing::{HashRequest, RequestKey};
+use crate::balancer::{self, Picked};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding};
 use crate::plugins::{Ctx, Flow, Outcome, Req};
@@ -300,6 +302,17 @@ async fn proxy(
     parts.uri = pq
         .parse()
         .map_err(|_| ProxyError::BadRequest("Invalid request target"))?;
+    // The balancer's hash key, read from the request as the client (and plugins) left it.
+    let hash_key = match &service.destination {
+        Destination::Balanced(b) => b.key(&HashRequest {
+            consumer: ctx.consumer.map(|c| c.id),
+            client_ip,
+            headers: &parts.headers,
+            path: &path,
+            query: parts.uri.query(),
+        }),
+        Destination::Direct { .. } => RequestKey::default(),
+    };
 
     let forwarding = Forwarding {
         peer: peer_ip,
@@ -347,7 +360,7 @@ async fn proxy(
     let proxy_latency = start.elapsed();
     let request = Request::from_parts(parts, body);
     let upstream_start = Instant::now();
-    let result = send_with_retries(request, service, preserved_host, template).await;
+    let result = send_with_retries(request, service, preserved_host, template, hash_key).await;
     let upstream_latency = upstream_start.elapsed();
     if !chain.is_empty() {
         let outcome = match &result {
@@ -388,12 +401,16 @@ async fn send_with_retries(
     service: &CompiledService,
     preserved_host: Option<HeaderValue>,
     template: Option<(Method, Uri, http::HeaderMap)>,
+    key: RequestKey,
 ) -> Result<Response<Incoming>, ProxyError> {
     let mut request = Some(request);
     let mut retries_left = service.retries;
     let mut stale_skips = 0;
+    let mut attempt = 0;
     loop {
-        let (pool, host_header) = pick(service)?;
+        let peer = pick(service, &key, attempt)?;
+        attempt += 1;
+        let (pool, host_header) = peer.endpoint();
         let Some(mut req) = request.take() else {
             return Err(ProxyError::Internal("retry without a request"));
         };
@@ -410,6 +427,10 @@ async fn send_with_retries(
             {
                 Ok(s) => (s, false),
                 Err(e) => {
+                    peer.report(match e {
+                        ProxyError::ConnectTimeout => balancer::Outcome::Timeout,
+                        _ => balancer::Outcome::TcpFailure,
+                    });
                     // Nothing reached the upstream: any request may go to another attempt.
                     if retries_left > 0 {
                         retries_left -= 1;
@@ -424,21 +445,34 @@ async fn send_with_retries(
 
         let result = tokio::time::timeout(service.read_timeout, sender.try_send_request(req)).await;
         match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                peer.report(balancer::Outcome::Status(resp.status().as_u16()));
                 pool.checkin(sender);
+                // Kong's hash cookie, made up for a client that had none: appended, so the
+                // upstream's own cookies stay.
+                if let Some(cookie) = &key.set_cookie {
+                    resp.headers_mut()
+                        .append(http::header::SET_COOKIE, cookie.clone());
+                }
                 return Ok(resp);
             }
             // No retry after a timeout: the upstream may still be working on it, and retrying a
             // hung request multiplies the wait and the load.
-            Err(_elapsed) => return Err(ProxyError::ReadTimeout),
+            Err(_elapsed) => {
+                peer.report(balancer::Outcome::Timeout);
+                return Err(ProxyError::ReadTimeout);
+            }
             Ok(Err(mut e)) => {
                 if let Some(unsent) = e.take_message() {
-                    // Never written: safe to send elsewhere, whatever the method.
+                    // Never written: safe to send elsewhere, whatever the method. A stale pooled
+                    // connection says nothing about the target's health.
                     if pooled && stale_skips < MAX_STALE_SKIPS {
                         stale_skips += 1;
+                        attempt -= 1;
                         request = Some(unsent);
                         continue;
                     }
+                    peer.report(balancer::Outcome::TcpFailure);
                     if retries_left > 0 {
                         retries_left -= 1;
                         request = Some(unsent);
@@ -446,6 +480,7 @@ async fn send_with_retries(
                     }
                     return Err(crate::error::upstream_failure(e.into_error()));
                 }
+                peer.report(balancer::Outcome::TcpFailure);
                 let err = e.into_error();
                 if let (Some((m, u, h)), true) = (&template, retries_left > 0) {
                     retries_left -= 1;
@@ -463,14 +498,40 @@ async fn send_with_retries(
     }
 }
 
-fn pick(
-    service: &CompiledService,
-) -> Result<(&std::sync::Arc<EndpointPool>, &HeaderValue), ProxyError> {
+/// Where one attempt goes: a service's single endpoint, or a target its balancer picked.
+enum Peer<'a> {
+    Direct(&'a std::sync::Arc<EndpointPool>, &'a HeaderValue),
+    Balanced(Picked<'a>),
+}
+
+impl<'a> Peer<'a> {
+    fn endpoint(&self) -> (&'a std::sync::Arc<EndpointPool>, &'a HeaderValue) {
+        match self {
+            Peer::Direct(pool, host) => (pool, host),
+            Peer::Balanced(p) => {
+                let t = p.target();
+                (&t.pool, &t.host_header)
+            }
+        }
+    }
+
+    fn report(&self, outcome: balancer::Outcome) {
+        if let Peer::Balanced(p) = self {
+            p.report(outcome);
+        }
+    }
+}
+
+fn pick<'a>(
+    service: &'a CompiledService,
+    key: &RequestKey,
+    attempt: u32,
+) -> Result<Peer<'a>, ProxyError> {
     match &service.destination {
-        Destination::Direct { pool, host_header } => Ok((pool, host_header)),
+        Destination::Direct { pool, host_header } => Ok(Peer::Direct(pool, host_header)),
         Destination::Balanced(b) => b
-            .pick()
-            .map(|t| (&t.pool, &t.host_header))
+            .pick_for(key, attempt)
+            .map(Peer::Balanced)
             .ok_or(ProxyError::NoPeer),
     }
 }

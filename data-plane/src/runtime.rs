@@ -201,6 +201,11 @@ impl Runtime {
             _ => Err(issues),
         }
     }
+
+    /// The balancers of `snapshot.upstreams`, index-aligned (for `/status`).
+    pub fn balancers(&self) -> &[Arc<Balancer>] {
+        &self.balancers
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +233,7 @@ mod tests {
             hash_fallback: "none".into(),
             slots: 10_000,
             host_header: None,
+            hash_inputs: Default::default(),
             healthchecks: serde_json::Value::Null,
             targets: targets
                 .iter()

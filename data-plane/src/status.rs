@@ -55,6 +55,7 @@ fn status(shared: &Shared) -> serde_json::Value {
             "plugins": s.plugins.len(),
         })
     });
+    let circuits = rt.as_deref().map_or_else(Vec::new, circuits);
     let last_errors = shared
         .reloads
         .last_errors
@@ -81,5 +82,34 @@ fn status(shared: &Shared) -> serde_json::Value {
             "active": st.requests_active.load(Ordering::Relaxed),
             "total": st.requests_total.load(Ordering::Relaxed),
         },
+        "upstreams": rt.as_deref().map(upstreams),
+        "circuits": circuits,
     })
+}
+
+/// Every circuit of every circuit-breaker instance of the live runtime, by service name.
+fn circuits(rt: &crate::runtime::Runtime) -> Vec<serde_json::Value> {
+    let mut all: Vec<(String, serde_json::Value)> = rt
+        .plugins
+        .instances()
+        .filter_map(|(id, instance)| match instance {
+            crate::plugins::Instance::CircuitBreaker(cb) => Some((id, cb)),
+            _ => None,
+        })
+        .flat_map(|(id, cb)| {
+            cb.states()
+                .into_iter()
+                .map(move |s| (s.service.clone(), s.to_json(id)))
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Each upstream's balancer and target health, by upstream name.
+fn upstreams(rt: &crate::runtime::Runtime) -> serde_json::Map<String, serde_json::Value> {
+    rt.balancers()
+        .iter()
+        .map(|b| (b.name.clone(), b.status()))
+        .collect()
 }

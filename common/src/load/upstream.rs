@@ -9,7 +9,7 @@ use super::collect::{kind, Item};
 use super::{ids, Ctx, Index};
 use crate::config;
 use crate::error::{field_path, Issues};
-use crate::snapshot::{Target, Upstream};
+use crate::snapshot::{HashInputs, Target, Upstream};
 
 const ALGORITHMS: &[&str] = &[
     "consistent-hashing",
@@ -27,8 +27,8 @@ const HASH_ON: &[&str] = &[
     "query_arg",
     "uri_capture",
 ];
-/// Hash inputs that need a companion field (`hash_on_header`, ...) the snapshot has no room for yet.
-const HASH_ON_UNSUPPORTED: &[&str] = &["header", "cookie", "query_arg", "uri_capture"];
+/// Hash inputs the data plane cannot read yet (route regex captures are not kept per request).
+const HASH_ON_UNSUPPORTED: &[&str] = &["uri_capture"];
 
 /// Validates upstreams, then attaches each target (nested or top-level) to its upstream.
 pub(crate) fn build(
@@ -92,21 +92,28 @@ fn upstream(item: &Item<config::Upstream>, ctx: &mut Ctx) -> Upstream {
 
     let hash_on = hash_field(&cfg.hash_on, path, "hash_on", issues);
     let hash_fallback = hash_field(&cfg.hash_fallback, path, "hash_fallback", issues);
+    let fallback_path = field_path(path, "hash_fallback");
     if hash_on == "none" && hash_fallback != "none" {
-        issues.error(
-            &field_path(path, "hash_fallback"),
-            "must be 'none' when 'hash_on' is 'none'",
-        );
-    } else if hash_fallback != "none" && hash_fallback == hash_on {
-        issues.error(
-            &field_path(path, "hash_fallback"),
-            "must differ from 'hash_on'",
-        );
+        issues.error(&fallback_path, "must be 'none' when 'hash_on' is 'none'");
+    } else if hash_on == "cookie" && hash_fallback != "none" {
+        // The cookie is set when missing, so there is never anything to fall back from.
+        issues.error(&fallback_path, "must be 'none' when 'hash_on' is 'cookie'");
+    } else if hash_fallback != "none"
+        && hash_fallback == hash_on
+        && !["header", "query_arg"].contains(&hash_on.as_str())
+    {
+        issues.error(&fallback_path, "must differ from 'hash_on'");
     }
+    let hash_inputs = hash_inputs(cfg, &hash_on, &hash_fallback, path, issues);
     // Kong switches to consistent-hashing when a hash input is set and no algorithm was chosen.
     let algorithm = match &cfg.algorithm {
         Some(a) => {
-            one_of(a, ALGORITHMS, path, "algorithm", issues);
+            if one_of(a, ALGORITHMS, path, "algorithm", issues) && a == "latency" {
+                issues.error(
+                    &field_path(path, "algorithm"),
+                    "'latency' is not supported by Portico yet",
+                );
+            }
             a.clone()
         }
         None if hash_on != "none" => "consistent-hashing".to_owned(),
@@ -134,24 +141,12 @@ fn upstream(item: &Item<config::Upstream>, ctx: &mut Ctx) -> Upstream {
     }
 
     for (field, value) in [
-        ("hash_on_header", &cfg.hash_on_header),
-        ("hash_fallback_header", &cfg.hash_fallback_header),
-        ("hash_on_cookie", &cfg.hash_on_cookie),
-        ("hash_on_query_arg", &cfg.hash_on_query_arg),
-        ("hash_fallback_query_arg", &cfg.hash_fallback_query_arg),
         ("hash_on_uri_capture", &cfg.hash_on_uri_capture),
         ("hash_fallback_uri_capture", &cfg.hash_fallback_uri_capture),
         ("client_certificate", &cfg.client_certificate),
     ] {
         checks::unsupported(value, &Value::Null, path, field, issues);
     }
-    checks::unsupported(
-        &cfg.hash_on_cookie_path,
-        &json!("/"),
-        path,
-        "hash_on_cookie_path",
-        issues,
-    );
     checks::unsupported(
         &cfg.use_srv_name,
         &json!(false),
@@ -177,6 +172,7 @@ fn upstream(item: &Item<config::Upstream>, ctx: &mut Ctx) -> Upstream {
         hash_fallback,
         slots: slots as u32,
         host_header: cfg.host_header.clone(),
+        hash_inputs,
         healthchecks,
         targets: Vec::new(),
         tags,
@@ -197,6 +193,140 @@ fn hash_field(value: &Option<String>, path: &str, field: &str, issues: &mut Issu
         );
     }
     v.clone()
+}
+
+/// The companion fields of `hash_on`/`hash_fallback`, required where used (Kong's entity
+/// checks); fields for an input not in use are accepted and not kept.
+fn hash_inputs(
+    cfg: &config::Upstream,
+    hash_on: &str,
+    hash_fallback: &str,
+    path: &str,
+    issues: &mut Issues,
+) -> HashInputs {
+    let uses = |input: &str| hash_on == input || hash_fallback == input;
+    let mut out = HashInputs::default();
+    let need = |value: &Option<Value>, field: &str, used: bool, issues: &mut Issues| {
+        let v = string_field(value, path, field, issues);
+        if used && v.is_none() && !has_error(value) {
+            issues.error(&field_path(path, field), checks::REQUIRED);
+        }
+        v.filter(|_| used)
+    };
+    out.on_header = need(
+        &cfg.hash_on_header,
+        "hash_on_header",
+        hash_on == "header",
+        issues,
+    )
+    .and_then(|h| header_name(h, path, "hash_on_header", issues));
+    out.fallback_header = need(
+        &cfg.hash_fallback_header,
+        "hash_fallback_header",
+        hash_fallback == "header",
+        issues,
+    )
+    .and_then(|h| header_name(h, path, "hash_fallback_header", issues));
+    if out.on_header.is_some() && out.on_header == out.fallback_header {
+        issues.error(
+            &field_path(path, "hash_fallback_header"),
+            "must differ from 'hash_on_header'",
+        );
+    }
+    out.cookie = need(
+        &cfg.hash_on_cookie,
+        "hash_on_cookie",
+        uses("cookie"),
+        issues,
+    )
+    .filter(|c| {
+        let ok = !c.is_empty() && c.bytes().all(is_token_byte);
+        if !ok {
+            issues.error(
+                &field_path(path, "hash_on_cookie"),
+                format!("invalid cookie name: '{c}'"),
+            );
+        }
+        ok
+    });
+    let cookie_path = string_field(
+        &cfg.hash_on_cookie_path,
+        path,
+        "hash_on_cookie_path",
+        issues,
+    )
+    .filter(|p| checks::check_upstream_path(p, &field_path(path, "hash_on_cookie_path"), issues));
+    if uses("cookie") {
+        out.cookie_path = Some(cookie_path.unwrap_or_else(|| "/".to_owned()));
+    }
+    out.on_query_arg = need(
+        &cfg.hash_on_query_arg,
+        "hash_on_query_arg",
+        hash_on == "query_arg",
+        issues,
+    );
+    out.fallback_query_arg = need(
+        &cfg.hash_fallback_query_arg,
+        "hash_fallback_query_arg",
+        hash_fallback == "query_arg",
+        issues,
+    );
+    for (field, v) in [
+        ("hash_on_query_arg", &out.on_query_arg),
+        ("hash_fallback_query_arg", &out.fallback_query_arg),
+    ] {
+        if v.as_deref() == Some("") {
+            issues.error(&field_path(path, field), "length must be at least 1");
+        }
+    }
+    if out.on_query_arg.is_some() && out.on_query_arg == out.fallback_query_arg {
+        issues.error(
+            &field_path(path, "hash_fallback_query_arg"),
+            "must differ from 'hash_on_query_arg'",
+        );
+    }
+    out
+}
+
+/// A string-or-null field; anything else is an error (and `None`).
+fn string_field(
+    value: &Option<Value>,
+    path: &str,
+    field: &str,
+    issues: &mut Issues,
+) -> Option<String> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            issues.error(
+                &field_path(path, field),
+                format!("expected a string, got {}", kind(other)),
+            );
+            None
+        }
+    }
+}
+
+/// True when `value` is present but not a string (already reported by [`string_field`]).
+fn has_error(value: &Option<Value>) -> bool {
+    !matches!(value, None | Some(Value::Null) | Some(Value::String(_)))
+}
+
+/// A header name, lowercased; `None` (reported) when it is not an HTTP token.
+fn header_name(h: String, path: &str, field: &str, issues: &mut Issues) -> Option<String> {
+    if h.is_empty() || !h.bytes().all(is_token_byte) {
+        issues.error(
+            &field_path(path, field),
+            format!("bad header name '{h}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"),
+        );
+        return None;
+    }
+    Some(h.to_ascii_lowercase())
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A target; `None` when its address is unusable.

@@ -158,6 +158,12 @@ impl Chains {
         &self.global
     }
 
+    /// Every built plugin instance with its entity id, in no particular order (read-only, for
+    /// `/status`: the circuit breaker's circuits).
+    pub fn instances(&self) -> impl Iterator<Item = (Uuid, &Instance)> + '_ {
+        self.by_id.iter().map(|(id, e)| (*id, &e.instance))
+    }
+
     /// Builds every enabled plugin of `snapshot` and each route's chain, handing each plugin
     /// its predecessor in `previous` (same id) so state survives the swap. Errors name the
     /// plugin entity.
