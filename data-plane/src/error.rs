@@ -125,14 +125,22 @@ impl ProxyError {
 /// Classifies a failed upstream exchange: a request body that outgrew its size limit while
 /// streaming is the client's fault (413), anything else the upstream's.
 pub fn upstream_failure(e: hyper::Error) -> ProxyError {
-    let mut source = std::error::Error::source(&e);
+    if body_too_large(&e) {
+        return ProxyError::PayloadTooLarge;
+    }
+    ProxyError::Upstream(e)
+}
+
+/// Whether an upstream exchange failed because the request body outgrew its size limit.
+pub fn body_too_large(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if s.is::<crate::upstream_body::BodyTooLarge>() {
-            return ProxyError::PayloadTooLarge;
+            return true;
         }
         source = s.source();
     }
-    ProxyError::Upstream(e)
+    false
 }
 
 /// Whether an upstream error is a timeout: hyper's own, or an I/O timeout underneath it (the

@@ -480,8 +480,11 @@ async fn send_with_retries(
                     }
                     return Err(crate::error::upstream_failure(e.into_error()));
                 }
-                peer.report(balancer::Outcome::TcpFailure);
                 let err = e.into_error();
+                // A body cut off at the client's size limit says nothing about the target.
+                if !crate::error::body_too_large(&err) {
+                    peer.report(balancer::Outcome::TcpFailure);
+                }
                 if let (Some((m, u, h)), true) = (&template, retries_left > 0) {
                     retries_left -= 1;
                     let mut r = Request::new(UpstreamBody::Empty);

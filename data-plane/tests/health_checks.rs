@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use harness::{get, Gateway, Upstream};
+use harness::{get, raw, Gateway, Upstream};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portico_data_plane::runtime::Runtime;
@@ -197,5 +197,27 @@ async fn all_targets_unhealthy_answers_kongs_503() {
         status["upstreams"]["pool"]["targets"][0]["counters"]["tcp_failures"], 0,
         "a flip clears the counters"
     );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_cut_off_at_the_clients_size_limit_does_not_count_against_the_target() {
+    let up = Upstream::echo("a").await;
+    let routes = "      - paths: [\"/\"]\n        plugins:\n          - name: request-size-limiting\n            config: { allowed_payload_size: 1, size_unit: kilobytes }\n";
+    let gw = Gateway::start(&config(PASSIVE, &[up.addr], routes)).await;
+    // tcp_failures: 1 would take the only target out on the first real connection failure.
+    for _ in 0..3 {
+        let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..3 {
+            req.extend(b"200\r\n");
+            req.extend(std::iter::repeat_n(b'a', 0x200));
+            req.extend(b"\r\n");
+        }
+        req.extend(b"0\r\n\r\n");
+        let resp = raw(gw.addr, &req).await;
+        assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    }
+    assert_eq!(health(&gw, up.addr).await, "healthy");
+    assert_eq!(get(&gw.url("/"), &[]).await.status, 200);
     gw.stop().await;
 }
