@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod basic_auth;
 pub mod circuit_breaker;
+pub mod correlation_id;
 mod de;
 mod fields;
 pub mod forward_auth;
@@ -40,6 +41,7 @@ pub enum PluginConfig {
     RateLimiting(rate_limiting::Config),
     RequestSizeLimiting(request_size_limiting::Config),
     CircuitBreaker(circuit_breaker::Config),
+    CorrelationId(correlation_id::Config),
 }
 
 /// Plugins bundled with Kong (KONG.md §3.1) that Portico does not run yet. Naming them apart
@@ -55,7 +57,6 @@ const KONG_ONLY: &[&str] = &[
     "aws-lambda",
     "azure-functions",
     "bot-detection",
-    "correlation-id",
     "cors",
     "datadog",
     "file-log",
@@ -97,6 +98,7 @@ impl PluginConfig {
         "rate-limiting",
         "request-size-limiting",
         "circuit-breaker",
+        "correlation-id",
     ];
 
     /// Types and validates `config` (the plugin entity's `config` object; `{}` when absent) for
@@ -121,6 +123,7 @@ impl PluginConfig {
                 request_size_limiting::parse(fields).map(PluginConfig::RequestSizeLimiting)
             }
             "circuit-breaker" => circuit_breaker::parse(fields).map(PluginConfig::CircuitBreaker),
+            "correlation-id" => correlation_id::parse(fields).map(PluginConfig::CorrelationId),
             // NAMES was checked above; this arm only keeps the match total.
             other => Err(vec![ConfigIssue::new("name", unknown(other))]),
         }
@@ -139,6 +142,7 @@ impl PluginConfig {
             PluginConfig::RateLimiting(c) => object(c),
             PluginConfig::RequestSizeLimiting(c) => object(c),
             PluginConfig::CircuitBreaker(c) => object(c),
+            PluginConfig::CorrelationId(c) => object(c),
         }
     }
 
@@ -155,6 +159,7 @@ impl PluginConfig {
             PluginConfig::RateLimiting(_) => "rate-limiting",
             PluginConfig::RequestSizeLimiting(_) => "request-size-limiting",
             PluginConfig::CircuitBreaker(_) => "circuit-breaker",
+            PluginConfig::CorrelationId(_) => "correlation-id",
         }
     }
 }

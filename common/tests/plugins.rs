@@ -6,7 +6,7 @@ use portico_common::{load_str, ConfigErrors, ConfigIssue};
 use serde_json::{json, Value};
 
 const SUPPORTED: &str = "key-auth, jwt, basic-auth, acl, ip-restriction, request-termination, \
-     forward-auth, rate-limiting, request-size-limiting, circuit-breaker";
+     forward-auth, rate-limiting, request-size-limiting, circuit-breaker, correlation-id";
 
 #[track_caller]
 fn parse(name: &str, config: Value) -> PluginConfig {
@@ -161,7 +161,6 @@ fn unknown_and_unsupported_names() {
     );
     for kong in [
         "cors",
-        "correlation-id",
         "request-transformer",
         "response-transformer",
         "proxy-cache",

@@ -14,6 +14,7 @@ pub mod acl;
 pub mod basic_auth;
 pub mod chain;
 pub mod circuit_breaker;
+pub mod correlation_id;
 pub mod forward_auth;
 pub mod ip_restriction;
 pub mod jwt;
@@ -46,6 +47,12 @@ pub use chain::{Chain, Chains};
 /// (and any plugin ordering they rely on) carries over. The reason column is why the position
 /// is right, not just Kong's say-so.
 pub const PRIORITY: &[(&str, i32, &str)] = &[
+    (
+        "correlation-id",
+        100001,
+        "first, as in Kong: every later plugin, the upstream and every answer (also a refusal) \
+         can carry the id",
+    ),
     (
         "jwt",
         1450,
@@ -509,6 +516,7 @@ pub enum Instance {
     RateLimiting(rate_limiting::RateLimiting),
     RequestSizeLimiting(request_size_limiting::RequestSizeLimiting),
     CircuitBreaker(circuit_breaker::CircuitBreaker),
+    CorrelationId(correlation_id::CorrelationId),
 }
 
 impl Instance {
@@ -539,6 +547,9 @@ impl Instance {
             PluginConfig::CircuitBreaker(c) => {
                 Instance::CircuitBreaker(circuit_breaker::CircuitBreaker::build(c, env)?)
             }
+            PluginConfig::CorrelationId(c) => {
+                Instance::CorrelationId(correlation_id::CorrelationId::build(c, env)?)
+            }
         })
     }
 
@@ -555,6 +566,7 @@ impl Instance {
             Instance::RateLimiting(_) => rate_limiting::RateLimiting::NAME,
             Instance::RequestSizeLimiting(_) => request_size_limiting::RequestSizeLimiting::NAME,
             Instance::CircuitBreaker(_) => circuit_breaker::CircuitBreaker::NAME,
+            Instance::CorrelationId(_) => correlation_id::CorrelationId::NAME,
         }
     }
 
@@ -571,6 +583,7 @@ impl Instance {
             Instance::RateLimiting(p) => p.log(outcome, ctx),
             Instance::RequestSizeLimiting(p) => p.log(outcome, ctx),
             Instance::CircuitBreaker(p) => p.log(outcome, ctx),
+            Instance::CorrelationId(p) => p.log(outcome, ctx),
         }
     }
 
@@ -587,6 +600,7 @@ impl Instance {
             Instance::RateLimiting(p) => p.access(req, ctx).await,
             Instance::RequestSizeLimiting(p) => p.access(req, ctx).await,
             Instance::CircuitBreaker(p) => p.access(req, ctx).await,
+            Instance::CorrelationId(p) => p.access(req, ctx).await,
         }
     }
 }

@@ -6,6 +6,7 @@ use super::*;
 #[test]
 fn priorities_are_kongs_and_the_table_is_in_execution_order() {
     let expected = [
+        ("correlation-id", 100001),
         ("jwt", 1450),
         ("key-auth", 1250),
         ("basic-auth", 1100),
