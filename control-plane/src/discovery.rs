@@ -280,6 +280,7 @@ impl Session {
                     &flight.hash,
                     ack.apply_micros,
                 );
+                cp.metrics().acked(&cp, &self.hello.group, flight.version);
                 self.serving = (flight.version, flight.hash);
                 self.parked = None;
                 self.whole_only = false;

@@ -12,6 +12,7 @@ pub mod admin;
 mod cluster;
 pub mod discovery;
 pub mod fleet;
+pub mod metrics;
 pub mod state;
 pub mod store;
 

@@ -99,6 +99,7 @@ struct Inner {
     /// The live publication of each group that has been published or subscribed since start.
     live: Mutex<HashMap<String, Arc<Published>>>,
     fleet: Fleet,
+    metrics: crate::metrics::Metrics,
 }
 
 impl ControlPlane {
@@ -116,6 +117,7 @@ impl ControlPlane {
                 channels: Mutex::new(HashMap::new()),
                 live: Mutex::new(HashMap::new()),
                 fleet,
+                metrics: crate::metrics::Metrics::new(),
             }),
         }
     }
@@ -123,6 +125,11 @@ impl ControlPlane {
     /// The fleet registry.
     pub fn fleet(&self) -> &Fleet {
         &self.inner.fleet
+    }
+
+    /// The Prometheus metrics served on the admin listener's `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// Validates `text` with the same loader the data plane uses, stores it as the next version

@@ -414,6 +414,7 @@ impl Client {
         match outcome {
             Outcome::Applied { micros, snapshot } => {
                 *last_apply_micros = micros;
+                self.shared.metrics.set_last_apply(micros);
                 tracing::info!(group, node_id, config_version = version, config_hash = %hash, delta, apply_micros = micros, "applied config from the control plane");
                 reply.push(message(DpKind::Ack(Ack {
                     nonce,

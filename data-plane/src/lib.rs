@@ -11,6 +11,7 @@ pub mod consumers;
 pub mod discovery;
 pub mod error;
 pub mod headers;
+pub mod metrics;
 pub mod plugins;
 pub mod pool;
 pub mod proxy;

@@ -16,6 +16,7 @@ use crate::balancer::hashing::{HashRequest, RequestKey};
 use crate::balancer::{self, Picked};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding};
+use crate::metrics::Observed;
 use crate::plugins::{Ctx, Flow, Outcome, Req};
 use crate::pool::EndpointPool;
 use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
@@ -49,8 +50,11 @@ pub async fn handle(
     let _active = ActiveRequest::enter(&shared.stats.requests_active);
     let request_id = shared.ids.for_request(req.headers());
     let format = ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT));
+    let method = req.method().clone();
+    let bytes_in = req.body().size_hint().exact();
+    let mut observed = Observed::default();
 
-    let mut resp = match proxy(req, conn, shared, &request_id, start, format).await {
+    let mut resp = match proxy(req, conn, shared, &request_id, start, format, &mut observed).await {
         Ok(resp) => resp,
         Err(err) => {
             let status = err.status();
@@ -90,6 +94,9 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(REQUEST_ID, request_id);
+    shared
+        .metrics
+        .record(&observed, &method, &resp, start.elapsed(), bytes_in);
     resp
 }
 
@@ -180,6 +187,7 @@ async fn proxy(
     request_id: &HeaderValue,
     start: Instant,
     format: ErrorFormat,
+    observed: &mut Observed,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(rt) = shared.runtime.load_full() else {
         return Err(ProxyError::NotReady);
@@ -221,6 +229,7 @@ async fn proxy(
         })
         .ok_or(ProxyError::NoRoute)?;
     let route = &rt.snapshot.routes[m.route_index];
+    observed.matched(&shared.metrics, rt, m.route_index);
     if m.https_required {
         // Kong: 426 by default, or a redirect to the same URL over https.
         return Err(match route.https_redirect_status_code {
@@ -273,6 +282,7 @@ async fn proxy(
             request_id,
         };
         if let Flow::Respond(reply) = chain.access(&mut req, &mut ctx).await {
+            observed.plugin_reply = true;
             let id = request_id.to_str().unwrap_or("");
             let mut resp = reply.into_response(id, format);
             let h = resp.headers_mut();
@@ -362,6 +372,7 @@ async fn proxy(
     let upstream_start = Instant::now();
     let result = send_with_retries(request, service, preserved_host, template, hash_key).await;
     let upstream_latency = upstream_start.elapsed();
+    observed.upstream_latency = Some(upstream_latency);
     if !chain.is_empty() {
         let outcome = match &result {
             Ok(resp) => Outcome::Status(resp.status()),

@@ -50,6 +50,8 @@ pub struct Shared {
     pub server: HeaderValue,
     /// The control-plane link, when this data plane is fed by one (shown on `/status`).
     pub control_plane: OnceLock<crate::discovery::Link>,
+    /// Prometheus metrics, served on the status listener's `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -76,6 +78,7 @@ impl Shared {
             server: HeaderValue::from_str(&format!("portico/{version}"))
                 .unwrap_or(HeaderValue::from_static("portico")),
             control_plane: OnceLock::new(),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -83,6 +86,8 @@ impl Shared {
     pub fn swap(&self, runtime: Runtime) {
         let hash = runtime.snapshot.hash.clone();
         let version = runtime.version;
+        // Before the store, so the new runtime's first requests find their route slots.
+        self.metrics.prepare(&runtime);
         let old = self.runtime.swap(Some(Arc::new(runtime)));
         // Freeing a large runtime (10,000 routes) takes milliseconds: do it on the blocking
         // pool rather than in whoever swapped (and would then answer the control plane later).

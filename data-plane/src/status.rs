@@ -1,5 +1,6 @@
 //! The status listener: `GET /status` (config, uptime, counters) and `GET /status/ready`
-//! (503 until a config is live or while draining, then 200), as Kong's status API.
+//! (503 until a config is live or while draining, then 200), as Kong's status API, and
+//! `GET /metrics` (Prometheus).
 
 use std::sync::atomic::Ordering;
 
@@ -21,8 +22,30 @@ pub fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
     match req.uri().path() {
         "/status" => json_response(StatusCode::OK, &status(shared)),
         "/status/ready" => ready(shared),
+        "/metrics" => metrics(req, shared),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"message": "Not found"})),
     }
+}
+
+/// The Prometheus exposition: OpenMetrics when the scraper asks for it (Prometheus does),
+/// Prometheus text 0.0.4 otherwise.
+fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+    let openmetrics = req.headers().get_all(http::header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
+    let body = shared.metrics.render(shared, openmetrics);
+    let mut resp = Response::new(ProxyBody::full(body));
+    let ct = if openmetrics {
+        crate::metrics::OPENMETRICS
+    } else {
+        crate::metrics::PROMETHEUS_TEXT
+    };
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ct),
+    );
+    resp
 }
 
 fn ready(shared: &Shared) -> Response<ProxyBody> {

@@ -81,7 +81,7 @@ pub(crate) async fn handle(cp: &ControlPlane, req: Request<Incoming>) -> Respons
     let method = req.method().clone();
     let known = matches!(
         path.as_str(),
-        "/status" | "/config" | "/history" | "/clustering/data-planes"
+        "/status" | "/config" | "/history" | "/clustering/data-planes" | "/metrics"
     ) || ENTITIES.iter().any(|e| path.strip_prefix('/') == Some(e));
     match (&method, path.as_str()) {
         (&Method::GET, "/status") => status(cp),
@@ -89,10 +89,30 @@ pub(crate) async fn handle(cp: &ControlPlane, req: Request<Incoming>) -> Respons
         (&Method::POST, "/config") => post_config(cp, req).await,
         (&Method::GET, "/history") => history(cp, &group_of(&req)),
         (&Method::GET, "/clustering/data-planes") => data_planes(cp),
+        (&Method::GET, "/metrics") => metrics(cp, &req),
         (&Method::GET, p) if known => listing(cp, &group_of(&req), &p[1..]),
         _ if known => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         _ => message(StatusCode::NOT_FOUND, "Not found"),
     }
+}
+
+/// The Prometheus exposition: OpenMetrics when the scraper asks for it, Prometheus text
+/// otherwise.
+fn metrics(cp: &ControlPlane, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    use crate::metrics::{OPENMETRICS, PROMETHEUS_TEXT};
+    let openmetrics = req.headers().get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(cp.metrics().render(cp, openmetrics))));
+    let ct = if openmetrics {
+        OPENMETRICS
+    } else {
+        PROMETHEUS_TEXT
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ct));
+    resp
 }
 
 fn status(cp: &ControlPlane) -> Response<Full<Bytes>> {

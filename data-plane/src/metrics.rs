@@ -1,0 +1,416 @@
+//! Prometheus metrics of the data plane, served as OpenMetrics text on the status listener's
+//! `/metrics`.
+//!
+//! Per-request metrics are recorded once, at the end of `proxy::handle`, from an [`Observed`]
+//! the proxy fills. Label values come only from config names (route and service name, or id when
+//! unnamed), a fixed method set and the status code, never from raw paths or hosts, so the
+//! number of series is bounded by the config. Node-level gauges (connections, target health,
+//! circuits, config, control-plane link) are read from [`Shared`] at scrape time
+//! (`metrics/scrape.rs`), so they cost the request path nothing.
+//!
+//! The request path takes no lock for the per-route metrics: each route's histograms and
+//! counters are resolved once (on its first request after a config swap) into a slot of a table
+//! built off the request path in [`Metrics::prepare`]. Only `portico_http_requests_total`, whose
+//! labels include the status code, goes through `Family::get_or_create` (an uncontended
+//! read lock and a hash of the label set).
+
+mod scrape;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::{Method, Response};
+use http_body::Body as _;
+use portico_common::snapshot::{Service, Snapshot};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use uuid::Uuid;
+
+use crate::response::ProxyBody;
+use crate::runtime::Runtime;
+use crate::state::Shared;
+
+/// Latency buckets in seconds: Kong's millisecond buckets (exporter.lua), 1 ms to 60 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0,
+];
+
+/// The content type of the OpenMetrics exposition.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text exposition (what `promtool check metrics` reads).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `service` and `route` labels: config names, or ids for unnamed entities.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    service: Arc<str>,
+    route: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    service: Arc<str>,
+    route: Arc<str>,
+    method: &'static str,
+    code: u16,
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BandwidthLabels {
+    service: Arc<str>,
+    route: Arc<str>,
+    direction: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The data plane's metric families and the per-route handles of the runtime being served.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    upstream_latency: HistogramFamily,
+    bandwidth: Family<BandwidthLabels, Counter>,
+    rate_limited: Family<RouteLabels, Counter>,
+    /// Handles of the routes of the last runtime given to [`Metrics::prepare`].
+    routes: ArcSwapOption<RouteTable>,
+    /// Requests that matched no route share one slot with empty labels, as in Kong.
+    unmatched: Arc<RouteSlot>,
+    /// Duration of the last config apply from the control plane, in microseconds.
+    last_apply_micros: AtomicU64,
+}
+
+/// The per-route slots of one snapshot, index-aligned with `snapshot.routes`.
+#[derive(Debug)]
+struct RouteTable {
+    snapshot: Arc<Snapshot>,
+    slots: Vec<Arc<RouteSlot>>,
+}
+
+/// One route's labels and, once it has seen a request, its resolved metrics.
+#[derive(Debug)]
+struct RouteSlot {
+    labels: RouteLabels,
+    /// The route's chain runs rate-limiting: a 429 answered by the chain is counted as a
+    /// rate-limit rejection.
+    rate_limiting: bool,
+    handles: OnceLock<Handles>,
+}
+
+/// Clones of a route's series: a prometheus-client metric is an `Arc` around atomics, so
+/// recording through these takes no lock.
+#[derive(Debug)]
+struct Handles {
+    latency: Histogram,
+    upstream_latency: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+/// What the proxy learnt about one request, recorded by [`Metrics::record`].
+#[derive(Debug, Default)]
+pub struct Observed {
+    route: Option<Arc<RouteSlot>>,
+    /// Time to the upstream's response head, retries included; `None` when not proxied.
+    pub upstream_latency: Option<Duration>,
+    /// The route's plugin chain answered instead of the upstream.
+    pub plugin_reply: bool,
+}
+
+impl Observed {
+    /// Notes the route the request matched in `rt`.
+    pub fn matched(&mut self, metrics: &Metrics, rt: &Runtime, route_index: usize) {
+        self.route = metrics.slot(rt, route_index);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Empty families, registered under the `portico_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portico");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let upstream_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let bandwidth = Family::<BandwidthLabels, Counter>::default();
+        let rate_limited = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by service, route, method, status code and class",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_latency",
+            "Time from the request to the response head (body streaming excluded)",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_latency",
+            "Time from sending upstream to the upstream's response head, retries included",
+            Unit::Seconds,
+            upstream_latency.clone(),
+        );
+        registry.register_with_unit(
+            "bandwidth",
+            "Body bytes by direction (ingress: request Content-Length; egress: response body \
+             length when known before streaming)",
+            Unit::Bytes,
+            bandwidth.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by the rate-limiting plugin",
+            rate_limited.clone(),
+        );
+        let unmatched = Arc::new(RouteSlot {
+            labels: RouteLabels {
+                service: Arc::from(""),
+                route: Arc::from(""),
+            },
+            rate_limiting: false,
+            handles: OnceLock::new(),
+        });
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_latency,
+            bandwidth,
+            rate_limited,
+            routes: ArcSwapOption::empty(),
+            unmatched,
+            last_apply_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Builds the per-route slots of `rt`; called before `rt` is published so its first
+    /// requests find them. Off the request path.
+    pub fn prepare(&self, rt: &Runtime) {
+        // One label per service, shared by its routes: no per-route search of the services.
+        let services: HashMap<Uuid, Arc<str>> = rt
+            .snapshot
+            .services
+            .iter()
+            .map(|s| (s.id, service_label(s)))
+            .collect();
+        let slots = (0..rt.snapshot.routes.len())
+            .map(|i| {
+                let service = rt.snapshot.routes[i]
+                    .service
+                    .and_then(|id| services.get(&id));
+                Arc::new(RouteSlot::of(rt, i, service.cloned()))
+            })
+            .collect();
+        self.routes.store(Some(Arc::new(RouteTable {
+            snapshot: rt.snapshot.clone(),
+            slots,
+        })));
+    }
+
+    /// Records how long the last config apply took.
+    pub fn set_last_apply(&self, micros: u64) {
+        self.last_apply_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// The slot of route `index` of `rt`. A request still on a runtime older than the table
+    /// (a swap raced it) builds a slot on the spot: rare, and correct, only slower.
+    fn slot(&self, rt: &Runtime, index: usize) -> Option<Arc<RouteSlot>> {
+        let table = self.routes.load();
+        if let Some(t) = table.as_ref() {
+            if Arc::ptr_eq(&t.snapshot, &rt.snapshot) {
+                return t.slots.get(index).cloned();
+            }
+        }
+        let route = rt.snapshot.routes.get(index)?;
+        let service = route
+            .service
+            .and_then(|id| rt.snapshot.services.iter().find(|s| s.id == id))
+            .map(service_label);
+        Some(Arc::new(RouteSlot::of(rt, index, service)))
+    }
+
+    /// Records one answered request: `resp` is what the client gets, `elapsed` the time since
+    /// the request arrived, `bytes_in` its body length when declared.
+    pub fn record(
+        &self,
+        observed: &Observed,
+        method: &Method,
+        resp: &Response<ProxyBody>,
+        elapsed: Duration,
+        bytes_in: Option<u64>,
+    ) {
+        let slot = observed.route.as_ref().unwrap_or(&self.unmatched);
+        let code = resp.status().as_u16();
+        self.requests
+            .get_or_create(&RequestLabels {
+                service: slot.labels.service.clone(),
+                route: slot.labels.route.clone(),
+                method: method_label(method),
+                code,
+                class: class_label(code),
+            })
+            .inc();
+        let h = slot.handles(self);
+        h.latency.observe(elapsed.as_secs_f64());
+        if let Some(up) = observed.upstream_latency {
+            h.upstream_latency.observe(up.as_secs_f64());
+        }
+        if let Some(n) = bytes_in.filter(|n| *n > 0) {
+            h.bytes_in.inc_by(n);
+        }
+        // A streamed body of unknown length is not counted: wrapping every body to count its
+        // frames would cost each frame of each response; Content-Length covers most responses.
+        if let Some(n) = resp.body().size_hint().exact().filter(|n| *n > 0) {
+            h.bytes_out.inc_by(n);
+        }
+        if observed.plugin_reply && code == 429 && slot.rate_limiting {
+            self.rate_limited.get_or_create(&slot.labels).inc();
+        }
+    }
+
+    /// Every metric, the request families and the scrape-time gauges, as OpenMetrics text or,
+    /// when `openmetrics` is false, as Prometheus text 0.0.4.
+    pub fn render(&self, shared: &Shared, openmetrics: bool) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail; an encoding error would be a bug in a label type.
+        if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+        {
+            tracing::warn!(error = %e, "cannot encode the request metrics");
+        }
+        let node = scrape::node_registry(shared, self.last_apply_micros.load(Ordering::Relaxed));
+        if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &node) {
+            tracing::warn!(error = %e, "cannot encode the node metrics");
+        }
+        if openmetrics {
+            let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+            out
+        } else {
+            to_prometheus_text(&out)
+        }
+    }
+}
+
+/// OpenMetrics text without `# EOF` to Prometheus text 0.0.4: prometheus-client writes only
+/// OpenMetrics, whose counter families are named without the `_total` their samples carry; the
+/// older format (still what promtool and many scrapers read) names the family as the samples.
+/// `# UNIT` is a comment there and is dropped.
+fn to_prometheus_text(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(&name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A service's label: its name, or its id when unnamed.
+fn service_label(s: &Service) -> Arc<str> {
+    match &s.name {
+        Some(name) => Arc::from(name.as_str()),
+        None => Arc::from(s.id.to_string()),
+    }
+}
+
+impl RouteSlot {
+    /// The slot of route `index` (which must exist) of service label `service` (none for a
+    /// serviceless route).
+    fn of(rt: &Runtime, index: usize, service: Option<Arc<str>>) -> RouteSlot {
+        let route = &rt.snapshot.routes[index];
+        let route_name = route.name.clone().unwrap_or_else(|| route.id.to_string());
+        RouteSlot {
+            labels: RouteLabels {
+                service: service.unwrap_or_else(|| Arc::from("")),
+                route: Arc::from(route_name),
+            },
+            rate_limiting: rt
+                .plugins
+                .for_route(index)
+                .names()
+                .contains(&"rate-limiting"),
+            handles: OnceLock::new(),
+        }
+    }
+
+    /// The route's series, looked up in the families on its first request only.
+    fn handles(&self, m: &Metrics) -> &Handles {
+        self.handles.get_or_init(|| {
+            let bw = |direction| BandwidthLabels {
+                service: self.labels.service.clone(),
+                route: self.labels.route.clone(),
+                direction,
+            };
+            Handles {
+                latency: m.latency.get_or_create_owned(&self.labels),
+                upstream_latency: m.upstream_latency.get_or_create_owned(&self.labels),
+                bytes_in: m.bandwidth.get_or_create_owned(&bw("ingress")),
+                bytes_out: m.bandwidth.get_or_create_owned(&bw("egress")),
+            }
+        })
+    }
+}
+
+/// The method label: the standard methods by name, anything else `other`, so a client cannot
+/// mint series with made-up methods.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+fn class_label(code: u16) -> &'static str {
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
