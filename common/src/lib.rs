@@ -11,6 +11,7 @@ pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod load;
+pub mod metrics_text;
 pub mod path;
 pub mod plugins;
 pub mod snapshot;

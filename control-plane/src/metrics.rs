@@ -119,7 +119,7 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode_eof(&mut out);
             out
         } else {
-            to_prometheus_text(&out)
+            portico_common::metrics_text::to_prometheus_text(&out)
         }
     }
 }
@@ -169,37 +169,4 @@ fn fleet(cp: &ControlPlane) -> Registry {
         versions,
     );
     reg
-}
-
-/// OpenMetrics text without `# EOF` to Prometheus text 0.0.4 (the same conversion as the data
-/// plane's; the planes share no crate but `common`, which has no business with metrics):
-/// counter families take the `_total` their samples carry and `# UNIT` is dropped.
-fn to_prometheus_text(om: &str) -> String {
-    let counters: Vec<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len() + 16 * counters.len());
-    for line in om.lines() {
-        if line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        if let Some((prefix, rest)) = meta {
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains(&name) {
-                out.push_str(prefix);
-                out.push_str(name);
-                out.push_str("_total ");
-                out.push_str(tail);
-                out.push('\n');
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }

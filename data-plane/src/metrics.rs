@@ -303,43 +303,9 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode_eof(&mut out);
             out
         } else {
-            to_prometheus_text(&out)
+            portico_common::metrics_text::to_prometheus_text(&out)
         }
     }
-}
-
-/// OpenMetrics text without `# EOF` to Prometheus text 0.0.4: prometheus-client writes only
-/// OpenMetrics, whose counter families are named without the `_total` their samples carry; the
-/// older format (still what promtool and many scrapers read) names the family as the samples.
-/// `# UNIT` is a comment there and is dropped.
-fn to_prometheus_text(om: &str) -> String {
-    let counters: Vec<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len() + 16 * counters.len());
-    for line in om.lines() {
-        if line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        if let Some((prefix, rest)) = meta {
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains(&name) {
-                out.push_str(prefix);
-                out.push_str(name);
-                out.push_str("_total ");
-                out.push_str(tail);
-                out.push('\n');
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }
 
 /// A service's label: its name, or its id when unnamed.
