@@ -127,6 +127,9 @@ pub struct Observed {
     pub upstream_latency: Option<Duration>,
     /// The route's plugin chain answered instead of the upstream.
     pub plugin_reply: bool,
+    /// Headers plugins set for the client (rate-limit headers, an echoed correlation id), kept
+    /// for the error page the proxy writes when the request fails after the chain ran.
+    pub response_headers: http::HeaderMap,
 }
 
 impl Observed {

@@ -85,6 +85,7 @@ pub async fn handle(
                 _ => {}
             }
             let h = resp.headers_mut();
+            h.extend(std::mem::take(&mut observed.response_headers));
             h.insert(SERVER, shared.server.clone());
             h.insert(
                 RESPONSE_LATENCY,
@@ -298,11 +299,15 @@ async fn proxy(
         query = req.query;
     }
 
-    let service: &CompiledService = m
+    let Some(service) = m
         .service_index
         .and_then(|i| rt.services.get(i))
         .and_then(Option::as_ref)
-        .ok_or(ProxyError::NoService)?;
+    else {
+        observed.response_headers = std::mem::take(&mut ctx.response_headers);
+        return Err(ProxyError::NoService);
+    };
+    let service: &CompiledService = service;
 
     // Upstream target: origin-form path + the client's query string (as plugins left it).
     let pq = match &query {
@@ -382,6 +387,9 @@ async fn proxy(
             },
         };
         chain.log(outcome, &ctx, https);
+    }
+    if result.is_err() {
+        observed.response_headers = std::mem::take(&mut ctx.response_headers);
     }
     let resp = result?;
 

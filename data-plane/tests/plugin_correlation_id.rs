@@ -91,6 +91,23 @@ async fn echo_downstream_returns_the_id_also_on_an_answer_a_plugin_gives() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn the_echoed_id_is_also_on_the_proxys_own_error_page() {
+    // A service on a port nobody listens on: the proxy answers 502 itself.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{closed}\n    retries: 0\n    routes:\n      - paths: [\"/\"]\n        plugins:\n          - {{ name: correlation-id, config: {{ echo_downstream: true }} }}\n"
+    );
+    let gw = Gateway::start(&yaml).await;
+    let got = get(&gw.url("/"), &[("kong-request-id", "trace-me")]).await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert_eq!(got.headers["kong-request-id"], "trace-me");
+    gw.stop().await;
+}
+
 #[test]
 fn bad_config_is_refused_with_the_field_path() {
     let load = |config: &str| {
