@@ -67,6 +67,8 @@ pub struct ControlPlaneOptions {
     pub plugins: Vec<String>,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// Access log and tracing.
+    pub telemetry: crate::telemetry::TelemetryOptions,
 }
 
 /// PEM files for mutual TLS with the control plane.

@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod telemetry;
 pub mod upstream_body;
 
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub struct FileOptions {
     pub drain_timeout: Duration,
     /// Reload when the file changes (SIGHUP always reloads).
     pub watch: bool,
+    /// Access log and tracing.
+    pub telemetry: telemetry::TelemetryOptions,
 }
 
 /// Why a data plane could not start.
@@ -60,6 +63,8 @@ pub enum StartError {
     TrustedIps(String),
     #[error("--plugins: {0}")]
     Plugins(String),
+    #[error("{0}")]
+    Telemetry(String),
     #[error(transparent)]
     ControlPlane(#[from] discovery::SetupError),
 }
@@ -97,7 +102,8 @@ pub async fn run_from_file(
 ) -> Result<(), StartError> {
     let trusted = headers::TrustedIps::parse(&opts.trusted_ips).map_err(StartError::TrustedIps)?;
     let plugins = plugins::Enabled::parse(&opts.plugins).map_err(StartError::Plugins)?;
-    let shared = Shared::with_plugins(trusted, plugins);
+    let telemetry = telemetry::Telemetry::start(&opts.telemetry).map_err(StartError::Telemetry)?;
+    let shared = Shared::with_telemetry(trusted, plugins, telemetry);
     let runtime =
         reload::load(&opts.config, &shared).map_err(|errors| StartError::InvalidConfig {
             file: opts.config.display().to_string(),
@@ -131,7 +137,12 @@ pub async fn run_from_control_plane(
     let trusted = headers::TrustedIps::parse(&opts.trusted_ips).map_err(StartError::TrustedIps)?;
     let drain = opts.drain_timeout;
     let plugins = plugins::Enabled::parse(&opts.plugins).map_err(StartError::Plugins)?;
-    let shared = Shared::with_plugins(trusted, plugins);
+    let mut telemetry_opts = opts.telemetry.clone();
+    if telemetry_opts.node_id.is_empty() {
+        telemetry_opts.node_id = opts.node_id.clone();
+    }
+    let telemetry = telemetry::Telemetry::start(&telemetry_opts).map_err(StartError::Telemetry)?;
+    let shared = Shared::with_telemetry(trusted, plugins, telemetry);
     let client = discovery::Client::new(opts, Arc::clone(&shared))?;
     client.serve_cache().await;
     let discovery = tokio::spawn(client.run(shutdown.clone()));
@@ -151,6 +162,7 @@ pub async fn serve(
     let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(addr = %addr(&listeners.proxy), "proxy listening");
     tracing::info!(addr = %addr(&listeners.status), "status listening");
+    let shared_end = Arc::clone(&shared);
 
     let s = Arc::clone(&shared);
     let status_handler = move |req: http::Request<hyper::body::Incoming>,
@@ -194,4 +206,6 @@ pub async fn serve(
     .await;
     let _ = status_stop.send(true);
     let _ = status.await;
+    // The last requests' access-log lines reach the disk before the process exits.
+    shared_end.telemetry.flush();
 }

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::{Method, Response};
-use http_body::Body as _;
 use portico_common::snapshot::{Service, Snapshot};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -130,12 +129,29 @@ pub struct Observed {
     /// Headers plugins set for the client (rate-limit headers, an echoed correlation id), kept
     /// for the error page the proxy writes when the request fails after the chain ran.
     pub response_headers: http::HeaderMap,
+    /// When the request arrived (wall clock), for spans and the access log.
+    pub started_at: Option<std::time::SystemTime>,
+    /// The client's trace context, read before the request is taken apart when the node traces.
+    pub parent: Option<opentelemetry::Context>,
+    /// The request's trace, once started.
+    pub trace: Option<crate::telemetry::trace::RequestTrace>,
+    /// Facts for the access log (filled when `logging`).
+    pub facts: crate::telemetry::LogFacts,
+    /// The access log is on: gather what it needs.
+    pub logging: bool,
 }
 
 impl Observed {
     /// Notes the route the request matched in `rt`.
     pub fn matched(&mut self, metrics: &Metrics, rt: &Runtime, route_index: usize) {
         self.route = metrics.slot(rt, route_index);
+    }
+
+    /// The matched route's (route, service) labels: config names, or ids when unnamed.
+    pub fn route_labels(&self) -> Option<(Arc<str>, Arc<str>)> {
+        self.route
+            .as_ref()
+            .map(|s| (s.labels.route.clone(), s.labels.service.clone()))
     }
 }
 
@@ -174,7 +190,7 @@ impl Metrics {
         registry.register_with_unit(
             "bandwidth",
             "Body bytes by direction (ingress: request Content-Length; egress: response body \
-             length when known before streaming)",
+             bytes sent, counted when the body ends)",
             Unit::Bytes,
             bandwidth.clone(),
         );
@@ -251,7 +267,8 @@ impl Metrics {
     }
 
     /// Records one answered request: `resp` is what the client gets, `elapsed` the time since
-    /// the request arrived, `bytes_in` its body length when declared.
+    /// the request arrived, `bytes_in` its body length when declared. Returns the route's egress
+    /// counter: the response body's bytes are counted as they are sent (see `BodyEnd`).
     pub fn record(
         &self,
         observed: &Observed,
@@ -259,7 +276,7 @@ impl Metrics {
         resp: &Response<ProxyBody>,
         elapsed: Duration,
         bytes_in: Option<u64>,
-    ) {
+    ) -> Counter {
         let slot = observed.route.as_ref().unwrap_or(&self.unmatched);
         let code = resp.status().as_u16();
         self.requests
@@ -279,14 +296,10 @@ impl Metrics {
         if let Some(n) = bytes_in.filter(|n| *n > 0) {
             h.bytes_in.inc_by(n);
         }
-        // A streamed body of unknown length is not counted: wrapping every body to count its
-        // frames would cost each frame of each response; Content-Length covers most responses.
-        if let Some(n) = resp.body().size_hint().exact().filter(|n| *n > 0) {
-            h.bytes_out.inc_by(n);
-        }
         if observed.plugin_reply && code == 429 && slot.rate_limiting {
             self.rate_limited.get_or_create(&slot.labels).inc();
         }
+        h.bytes_out.clone()
     }
 
     /// Every metric, the request families and the scrape-time gauges, as OpenMetrics text or,

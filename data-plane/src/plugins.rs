@@ -141,7 +141,8 @@ pub enum Reply {
     },
     /// A complete response: Kong's `kong.response.exit` JSON bodies (no request id),
     /// request-termination's configured body, forward-auth relaying its auth service.
-    Response(Response<ProxyBody>),
+    /// Boxed: a streamed body is large and replies are rare next to `Flow::Continue`.
+    Response(Box<Response<ProxyBody>>),
 }
 
 impl Reply {
@@ -156,7 +157,7 @@ impl Reply {
 
     /// `kong.response.exit(status, body)` with a JSON body, written as given.
     pub fn json(status: StatusCode, body: &serde_json::Value) -> Reply {
-        Reply::Response(crate::response::json_response(status, body))
+        Reply::Response(Box::new(crate::response::json_response(status, body)))
     }
 
     /// Adds a header to the reply.
@@ -184,7 +185,7 @@ impl Reply {
                 resp.headers_mut().extend(headers);
                 resp
             }
-            Reply::Response(r) => r,
+            Reply::Response(r) => *r,
         }
     }
 }
@@ -568,6 +569,11 @@ impl Instance {
             Instance::CircuitBreaker(_) => circuit_breaker::CircuitBreaker::NAME,
             Instance::CorrelationId(_) => correlation_id::CorrelationId::NAME,
         }
+    }
+
+    /// The trace pipeline of an `opentelemetry` instance.
+    pub fn tracing(&self) -> Option<&std::sync::Arc<crate::telemetry::trace::Tracing>> {
+        None
     }
 
     /// Runs the log phase.

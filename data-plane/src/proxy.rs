@@ -4,7 +4,8 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderValue, HOST, SERVER, VIA};
 use http::{Method, Request, Response, Uri, Version};
@@ -16,14 +17,17 @@ use crate::balancer::hashing::{HashRequest, RequestKey};
 use crate::balancer::{self, Picked};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding};
-use crate::metrics::Observed;
+use crate::metrics::{method_label, Observed};
 use crate::plugins::{Ctx, Flow, Outcome, Req};
 use crate::pool::EndpointPool;
 use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
 use crate::router::RouteRequest;
 use crate::runtime::{CompiledService, Destination, Runtime};
 use crate::state::Shared;
+use crate::telemetry::trace::{AttemptSpan, RequestTrace, Tracing};
+use crate::telemetry::{LogStart, Tail};
 use crate::upstream_body::UpstreamBody;
+use opentelemetry::KeyValue;
 
 /// What the listener knows about a downstream connection.
 #[derive(Debug, Clone, Copy)]
@@ -46,13 +50,31 @@ pub async fn handle(
     shared: &Shared,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
+    let started_at = SystemTime::now();
     shared.stats.requests_total.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveRequest::enter(&shared.stats.requests_active);
     let request_id = shared.ids.for_request(req.headers());
     let format = ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT));
     let method = req.method().clone();
     let bytes_in = req.body().size_hint().exact();
+    let telemetry = &shared.telemetry;
+    let log_start = telemetry.access_log.as_ref().map(|log| LogStart {
+        log: Arc::clone(log),
+        started_at,
+        request_id: request_id.clone(),
+        method: method.clone(),
+        uri: req.uri().clone(),
+        host: req.headers().get(HOST).cloned(),
+        version: req.version(),
+        bytes_in: bytes_in.unwrap_or(0),
+    });
     let mut observed = Observed::default();
+    observed.started_at = Some(started_at);
+    observed.logging = log_start.is_some();
+    observed.parent = telemetry
+        .tracing
+        .as_ref()
+        .map(|_| Tracing::extract(req.headers()));
 
     let mut resp = match proxy(req, conn, shared, &request_id, start, format, &mut observed).await {
         Ok(resp) => resp,
@@ -95,10 +117,58 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(REQUEST_ID, request_id);
-    shared
+    // A request the node traces that ended before a route was chosen still gets its span.
+    if let (None, Some(t)) = (&observed.trace, &telemetry.tracing) {
+        let parent = observed.parent.take().unwrap_or_default();
+        observed.trace = Some(t.start_request(
+            &parent,
+            started_at,
+            method_label(&method).to_owned(),
+            vec![
+                KeyValue::new("http.request.method", method_label(&method)),
+                KeyValue::new("portico.request_id", request_id_str(&resp)),
+            ],
+        ));
+    }
+    if let Some((name, value)) = observed.trace.as_ref().and_then(|t| t.response_header()) {
+        resp.headers_mut().insert(name, value);
+    }
+    let egress = shared
         .metrics
         .record(&observed, &method, &resp, start.elapsed(), bytes_in);
+    let tail = (log_start.is_some() || observed.trace.is_some()).then(|| {
+        Box::new(Tail {
+            status: resp.status().as_u16(),
+            peer: conn.peer.ip(),
+            start,
+            log: log_start.map(|s| (s, std::mem::take(&mut observed.facts))),
+            trace: observed.trace.take(),
+        })
+    });
+    match resp.body_mut() {
+        ProxyBody::Upstream(body) => {
+            body.end.egress = Some(egress);
+            body.end.tail = tail;
+        }
+        full => {
+            let n = full.size_hint().exact().unwrap_or(0);
+            if n > 0 {
+                egress.inc_by(n);
+            }
+            if let Some(tail) = tail {
+                tail.finish(n, true);
+            }
+        }
+    }
     resp
+}
+
+fn request_id_str(resp: &Response<ProxyBody>) -> String {
+    resp.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Counts a request as active until dropped, also when the client goes away mid-request and
@@ -171,6 +241,15 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
         _ => host,
+    }
+}
+
+fn protocol_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
     }
 }
 
@@ -257,6 +336,49 @@ async fn proxy(
         }
     }
     let client_ip = headers::client_ip(&parts.headers, peer_ip, &shared.trusted);
+    let chain = rt.plugins.for_route(m.route_index);
+    // The route's `opentelemetry` plugin traces it; otherwise the node's --otlp-endpoint does.
+    if let Some(tracing) = chain.tracing().or(shared.telemetry.tracing.as_ref()) {
+        let parent = observed
+            .parent
+            .take()
+            .unwrap_or_else(|| Tracing::extract(&parts.headers));
+        let (route_label, service_label) = observed.route_labels().unzip();
+        let name = format!(
+            "{} {}",
+            crate::metrics::method_label(&parts.method),
+            route_label.as_deref().unwrap_or("")
+        );
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method_label(&parts.method)),
+            KeyValue::new("url.path", orig_uri.path().to_owned()),
+            KeyValue::new("url.scheme", if https { "https" } else { "http" }),
+            KeyValue::new("server.address", host.to_string()),
+            KeyValue::new("client.address", client_ip.to_string()),
+            KeyValue::new("network.protocol.version", protocol_version(parts.version)),
+            KeyValue::new(
+                "portico.request_id",
+                request_id.to_str().unwrap_or("").to_owned(),
+            ),
+            KeyValue::new("portico.route.id", route.id.to_string()),
+        ];
+        if let Some(r) = route_label {
+            attributes.push(KeyValue::new("portico.route.name", r));
+        }
+        if let Some(s) = service_label.filter(|s| !s.is_empty()) {
+            attributes.push(KeyValue::new("portico.service.name", s));
+        }
+        observed.trace = Some(tracing.start_request(
+            &parent,
+            observed.started_at.unwrap_or_else(SystemTime::now),
+            name,
+            attributes,
+        ));
+    }
+    if observed.logging {
+        observed.facts.client_ip = Some(client_ip);
+        observed.facts.route = observed.route_labels();
+    }
     let mut body = if body.is_end_stream() {
         UpstreamBody::Empty
     } else {
@@ -264,7 +386,6 @@ async fn proxy(
     };
     // Identity headers are the auth plugins' to set: a client's own never get through.
     headers::strip_client_identity(&mut parts.headers);
-    let chain = rt.plugins.for_route(m.route_index);
     let mut query = orig_uri.query().map(Cow::Borrowed);
     let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
     ctx.route = Some(route);
@@ -297,6 +418,18 @@ async fn proxy(
         }
         ctx.identity_headers(req.headers);
         query = req.query;
+        if let Some(consumer) = ctx.consumer {
+            let name = consumer
+                .username
+                .clone()
+                .unwrap_or_else(|| consumer.id.to_string());
+            if let Some(t) = &observed.trace {
+                t.set_attributes([KeyValue::new("portico.consumer", name.clone())]);
+            }
+            if observed.logging {
+                observed.facts.consumer = Some(name);
+            }
+        }
     }
 
     let Some(service) = m
@@ -375,9 +508,25 @@ async fn proxy(
     let proxy_latency = start.elapsed();
     let request = Request::from_parts(parts, body);
     let upstream_start = Instant::now();
-    let result = send_with_retries(request, service, preserved_host, template, hash_key).await;
+    let mut attempts = Attempts::default();
+    let result = send_with_retries(
+        request,
+        service,
+        preserved_host,
+        template,
+        hash_key,
+        observed.trace.as_ref(),
+        &mut attempts,
+    )
+    .await;
     let upstream_latency = upstream_start.elapsed();
     observed.upstream_latency = Some(upstream_latency);
+    if observed.logging {
+        observed.facts.tries = attempts.tries;
+        observed.facts.upstream = attempts.last;
+        observed.facts.upstream_latency = Some(upstream_latency);
+        observed.facts.proxy_latency = Some(proxy_latency);
+    }
     if !chain.is_empty() {
         let outcome = match &result {
             Ok(resp) => Outcome::Status(resp.status()),
@@ -415,12 +564,23 @@ async fn proxy(
 /// connections the upstream closed while idle must not turn into client errors.
 const MAX_STALE_SKIPS: u32 = 8;
 
+/// What the attempts of one request did, for the access log.
+#[derive(Debug, Default)]
+struct Attempts {
+    /// Requests written (or tried) upstream.
+    tries: u32,
+    /// The endpoint of the last attempt.
+    last: Option<std::sync::Arc<EndpointPool>>,
+}
+
 async fn send_with_retries(
     request: Request<UpstreamBody>,
     service: &CompiledService,
     preserved_host: Option<HeaderValue>,
     template: Option<(Method, Uri, http::HeaderMap)>,
     key: RequestKey,
+    trace: Option<&RequestTrace>,
+    attempts: &mut Attempts,
 ) -> Result<Response<Incoming>, ProxyError> {
     let mut request = Some(request);
     let mut retries_left = service.retries;
@@ -437,6 +597,19 @@ async fn send_with_retries(
             .clone()
             .unwrap_or_else(|| host_header.clone());
         req.headers_mut().insert(HOST, host);
+        attempts.tries += 1;
+        attempts.last = Some(std::sync::Arc::clone(pool));
+        // Each attempt is a span, and the upstream continues the trace from it.
+        let span = trace.map(|t| {
+            let span = t.attempt(attempt, pool.host(), pool.port());
+            span.inject(req.headers_mut());
+            span
+        });
+        let end = |span: Option<AttemptSpan>, result: Result<u16, &str>| {
+            if let Some(s) = span {
+                s.finish(result);
+            }
+        };
 
         let (mut sender, pooled) = match pool.checkout() {
             Some(s) => (s, true),
@@ -446,6 +619,13 @@ async fn send_with_retries(
             {
                 Ok(s) => (s, false),
                 Err(e) => {
+                    end(
+                        span,
+                        Err(match e {
+                            ProxyError::ConnectTimeout => "connect timeout",
+                            _ => "connect failed",
+                        }),
+                    );
                     peer.report(match e {
                         ProxyError::ConnectTimeout => balancer::Outcome::Timeout,
                         _ => balancer::Outcome::TcpFailure,
@@ -465,6 +645,7 @@ async fn send_with_retries(
         let result = tokio::time::timeout(service.read_timeout, sender.try_send_request(req)).await;
         match result {
             Ok(Ok(mut resp)) => {
+                end(span, Ok(resp.status().as_u16()));
                 peer.report(balancer::Outcome::Status(resp.status().as_u16()));
                 pool.checkin(sender);
                 // Kong's hash cookie, made up for a client that had none: appended, so the
@@ -478,16 +659,19 @@ async fn send_with_retries(
             // No retry after a timeout: the upstream may still be working on it, and retrying a
             // hung request multiplies the wait and the load.
             Err(_elapsed) => {
+                end(span, Err("read timeout"));
                 peer.report(balancer::Outcome::Timeout);
                 return Err(ProxyError::ReadTimeout);
             }
             Ok(Err(mut e)) => {
+                end(span, Err("upstream connection failed"));
                 if let Some(unsent) = e.take_message() {
                     // Never written: safe to send elsewhere, whatever the method. A stale pooled
                     // connection says nothing about the target's health.
                     if pooled && stale_skips < MAX_STALE_SKIPS {
                         stale_skips += 1;
                         attempt -= 1;
+                        attempts.tries -= 1;
                         request = Some(unsent);
                         continue;
                     }

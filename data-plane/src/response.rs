@@ -12,6 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::telemetry::BodyEnd;
+
 /// Boxed error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -70,6 +72,9 @@ impl Body for ProxyBody {
 /// timeout between two frames (nginx's `proxy_read_timeout` semantics), so a stalled upstream
 /// cannot pin a client connection forever. Only time spent waiting on the upstream counts: a
 /// client that reads slowly never trips it.
+///
+/// It also counts the bytes it passes and, when it ends or is dropped, completes the request's
+/// egress metric, access-log line and span ([`BodyEnd`]).
 #[derive(Debug)]
 pub struct TimedBody {
     inner: Incoming,
@@ -77,6 +82,14 @@ pub struct TimedBody {
     sleep: Pin<Box<Sleep>>,
     /// Whether the timer runs: armed when a poll finds no data, disarmed by the next frame.
     waiting: bool,
+    pub end: BodyEnd,
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.end.done(complete);
+    }
 }
 
 impl TimedBody {
@@ -87,6 +100,7 @@ impl TimedBody {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             waiting: false,
+            end: BodyEnd::default(),
         }
     }
 }
@@ -108,6 +122,15 @@ impl Body for TimedBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let Some(data) = f.data_ref() {
+                            this.end.sent += data.len() as u64;
+                        }
+                    }
+                    Some(Err(_)) => this.end.done(false),
+                    None => this.end.done(true),
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
@@ -117,7 +140,10 @@ impl Body for TimedBody {
                     this.sleep.as_mut().reset(deadline);
                 }
                 match this.sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+                    Poll::Ready(()) => {
+                        this.end.done(false);
+                        Poll::Ready(Some(Err(Box::new(BodyTimeout))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }

@@ -52,6 +52,8 @@ pub struct Shared {
     pub control_plane: OnceLock<crate::discovery::Link>,
     /// Prometheus metrics, served on the status listener's `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The access log and the node's trace pipeline (`--access-log`, `--otlp-endpoint`).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 impl Shared {
@@ -62,6 +64,15 @@ impl Shared {
 
     /// A data plane with no config yet that runs only the `plugins` given.
     pub fn with_plugins(trusted: TrustedIps, plugins: crate::plugins::Enabled) -> Arc<Self> {
+        Shared::with_telemetry(trusted, plugins, crate::telemetry::Telemetry::default())
+    }
+
+    /// A data plane with no config yet, its plugins and its access log and tracing.
+    pub fn with_telemetry(
+        trusted: TrustedIps,
+        plugins: crate::plugins::Enabled,
+        telemetry: crate::telemetry::Telemetry,
+    ) -> Arc<Self> {
         let version = env!("CARGO_PKG_VERSION");
         Arc::new(Shared {
             runtime: ArcSwapOption::empty(),
@@ -79,6 +90,7 @@ impl Shared {
                 .unwrap_or(HeaderValue::from_static("portico")),
             control_plane: OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
+            telemetry,
         })
     }
 

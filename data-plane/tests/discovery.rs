@@ -114,6 +114,7 @@ fn opts(url: &str, cache_dir: &Path) -> ControlPlaneOptions {
         trusted_ips: vec![],
         plugins: vec!["bundled".into()],
         drain_timeout: Duration::from_secs(2),
+        telemetry: Default::default(),
     }
 }
 

@@ -76,6 +76,21 @@ fn expect(text: &str, series: &str, value: f64) {
     );
 }
 
+/// Scrapes until `series` reads `value` (at most 5 s).
+async fn eventually(gw: &Gateway, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (text, _) = scrape(gw).await;
+        if sample(&text, series) == Some(value) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            expect(&text, series, value);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn request_metrics_count_known_traffic_with_config_labels_only() {
     let ok = Upstream::echo("echo").await;
@@ -173,12 +188,14 @@ async fn request_metrics_count_known_traffic_with_config_labels_only() {
         1.0,
     );
 
-    // strip_path: the echo upstream sees `/` and answers "echo /" with a Content-Length.
-    expect(
-        &text,
+    // strip_path: the echo upstream sees `/` and answers "echo /". Egress is counted when the
+    // response body ends, which may be just after the client has read it.
+    eventually(
+        &gw,
         r#"portico_bandwidth_bytes_total{service="echo",route="ok",direction="egress"}"#,
         "echo /".len() as f64,
-    );
+    )
+    .await;
 
     // Node gauges (the clients' connections may still be closing: presence only).
     assert!(
@@ -327,6 +344,7 @@ async fn control_plane_link_and_last_apply_gauges() {
         trusted_ips: vec![],
         plugins: vec!["bundled".into()],
         drain_timeout: std::time::Duration::from_secs(2),
+        telemetry: Default::default(),
     };
     let task = tokio::spawn(portico_data_plane::run_from_control_plane(
         opts, listeners, rx,
@@ -395,4 +413,55 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A chunked response of unknown length is counted as it streams, as is the access log's
+/// bytes_out: egress is the body bytes the client was sent, not a Content-Length.
+#[tokio::test]
+async fn streamed_response_bytes_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut read = 0;
+                // Read the request head, then stream two chunks.
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                    )
+                    .await;
+                let _ = s.write_all(b"6\r\n world\r\n0\r\n\r\n").await;
+            });
+        }
+    });
+    let yaml = format!(
+        "_format_version: \"3.0\"
+services:
+  - name: stream
+    url: http://{addr}
+    routes:
+      - name: chunks
+        paths: [/chunks]
+"
+    );
+    let gw = Gateway::start(&yaml).await;
+    let got = get(&gw.url("/chunks"), &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, "hello world");
+    eventually(
+        &gw,
+        r#"portico_bandwidth_bytes_total{service="stream",route="chunks",direction="egress"}"#,
+        11.0,
+    )
+    .await;
+    gw.stop().await;
 }

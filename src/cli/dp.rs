@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use portico_data_plane::discovery::{ClientTls, ControlPlaneOptions};
+use portico_data_plane::telemetry::{access_log, TelemetryOptions};
 use portico_data_plane::{FileOptions, Listeners};
 
 /// Data-plane options: fed by a file, or by a control plane.
@@ -81,6 +82,7 @@ impl ClusterArgs {
             trusted_ips: listen.trusted_ips.clone(),
             plugins: listen.plugins.clone(),
             drain_timeout: Duration::from_secs(listen.drain_timeout),
+            telemetry: listen.telemetry(),
         })
     }
 }
@@ -134,6 +136,19 @@ pub struct ListenArgs {
     /// Do not reload the config file when it changes (SIGHUP still reloads).
     #[arg(long, env = "PORTICO_NO_WATCH")]
     pub no_watch: bool,
+    /// Access log, one JSON line per request: `off`, `stdout`, `stderr` or a file path
+    /// (appended to). Headers, query strings and bodies are never logged.
+    #[arg(long, env = "PORTICO_ACCESS_LOG", default_value = "off")]
+    pub access_log: String,
+    /// OTLP/gRPC collector to send every request's trace to, e.g. http://127.0.0.1:4317
+    /// (Kong's `opentelemetry` plugin, when configured, takes over for its routes).
+    #[arg(long, env = "PORTICO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of requests traced when the client did not decide (its `traceparent` sampled
+    /// flag is followed): 0 to 1. Kong's `tracing_sampling_rate`; also the default of
+    /// `opentelemetry` plugins without `sampling_rate`.
+    #[arg(long, env = "PORTICO_TRACING_SAMPLING_RATE", default_value_t = portico_data_plane::telemetry::DEFAULT_SAMPLING_RATE)]
+    pub tracing_sampling_rate: f64,
 }
 
 impl ListenArgs {
@@ -145,6 +160,17 @@ impl ListenArgs {
             plugins: self.plugins.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             watch: !self.no_watch,
+            telemetry: self.telemetry(),
+        }
+    }
+
+    /// Access log and tracing options (the node id is filled in by the data plane).
+    pub fn telemetry(&self) -> TelemetryOptions {
+        TelemetryOptions {
+            access_log: access_log::Target::parse(&self.access_log),
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            sampling_rate: self.tracing_sampling_rate,
+            node_id: String::new(),
         }
     }
 }

@@ -410,6 +410,7 @@ mod tests {
             trusted_ips: vec![],
             plugins: vec!["bundled".into()],
             drain_timeout: Duration::from_secs(1),
+            telemetry: Default::default(),
         }
     }
 

@@ -25,6 +25,8 @@
 //! without plugins cost one empty chain, not 10,000.
 
 use std::collections::HashMap;
+
+use crate::telemetry::trace::Tracing;
 use std::sync::Arc;
 
 use portico_common::plugins::PluginConfig;
@@ -79,9 +81,17 @@ impl Slot {
 #[derive(Debug, Default)]
 pub struct Chain {
     slots: Vec<Slot>,
+    /// The trace pipeline of the chain's `opentelemetry` plugin: the route is traced with it
+    /// from the request's start, not only from the plugin's turn in the chain.
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl Chain {
+    /// The `opentelemetry` plugin's trace pipeline, when the chain has one.
+    pub fn tracing(&self) -> Option<&Arc<Tracing>> {
+        self.tracing.as_ref()
+    }
+
     /// No plugin at all: the request path skips the pipeline.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
@@ -143,7 +153,10 @@ pub struct Chains {
     by_id: HashMap<Uuid, Arc<Entry>>,
 }
 
-static EMPTY: Chain = Chain { slots: Vec::new() };
+static EMPTY: Chain = Chain {
+    slots: Vec::new(),
+    tracing: None,
+};
 
 impl Chains {
     /// The chain of route `route_index`.
@@ -309,7 +322,12 @@ fn chain_for(
     let mut named: Vec<(&str, Slot)> = slots.into_iter().collect();
     // Priority descending, then name descending (K:kong/db/dao/plugins.lua).
     named.sort_by(|(a, _), (b, _)| priority(b).cmp(&priority(a)).then_with(|| b.cmp(a)));
+    let tracing = named
+        .iter()
+        .find_map(|(_, s)| s.base.as_ref().and_then(|(_, e)| e.instance.tracing()))
+        .cloned();
     Chain {
         slots: named.into_iter().map(|(_, s)| s).collect(),
+        tracing,
     }
 }

@@ -146,7 +146,7 @@ impl Plugin for ForwardAuth {
             status = parts.status.as_u16(),
             "auth service refused the request"
         );
-        Flow::Respond(Reply::Response(resp))
+        Flow::Respond(Reply::Response(Box::new(resp)))
     }
 }
 

@@ -83,14 +83,14 @@ impl Plugin for RequestTermination {
             if let Some(ct) = content_type {
                 resp.headers_mut().insert(CONTENT_TYPE, ct.clone());
             }
-            return Flow::Respond(Reply::Response(resp));
+            return Flow::Respond(Reply::Response(Box::new(resp)));
         }
         Flow::Respond(match &self.message {
             Some(m) => Reply::json(self.status, &json!({ "message": m })),
             None => {
                 let mut resp = Response::new(ProxyBody::empty());
                 *resp.status_mut() = self.status;
-                Reply::Response(resp)
+                Reply::Response(Box::new(resp))
             }
         })
     }

@@ -130,6 +130,24 @@ impl Gateway {
     pub async fn start_trusting(yaml: &str, trusted: &[&str]) -> Gateway {
         let trusted: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
         let shared = Shared::new(TrustedIps::parse(&trusted).unwrap());
+        Gateway::serve(yaml, shared).await
+    }
+
+    /// Serves `yaml` with an access log and tracing as `telemetry` says.
+    pub async fn start_with_telemetry(
+        yaml: &str,
+        telemetry: &portico_data_plane::telemetry::TelemetryOptions,
+    ) -> Gateway {
+        let telemetry = portico_data_plane::telemetry::Telemetry::start(telemetry).unwrap();
+        let shared = Shared::with_telemetry(
+            TrustedIps::parse(&[]).unwrap(),
+            portico_data_plane::plugins::Enabled::default(),
+            telemetry,
+        );
+        Gateway::serve(yaml, shared).await
+    }
+
+    async fn serve(yaml: &str, shared: Arc<Shared>) -> Gateway {
         let loaded = portico_common::load_str(yaml, &|_| None).expect("test config is valid");
         let rt = Runtime::compile(loaded.snapshot, &shared.pools).expect("test config compiles");
         shared.swap(rt);

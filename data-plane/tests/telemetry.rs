@@ -1,0 +1,424 @@
+//! Traces and the access log, end to end: an OTLP collector runs in-process (a tonic server with
+//! the OpenTelemetry proto types), requests go through a real data plane to a real upstream,
+//! and the tests read what the collector received, what the upstream saw and what the access
+//! log holds.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use harness::{get, Gateway, Upstream};
+use http::StatusCode;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use portico_data_plane::telemetry::access_log::Target;
+use portico_data_plane::telemetry::TelemetryOptions;
+use tokio::sync::mpsc;
+
+/// A span as received, with its resource's attributes.
+#[derive(Debug, Clone)]
+struct Received {
+    span: Span,
+    resource: HashMap<String, String>,
+}
+
+impl Received {
+    fn trace_id(&self) -> String {
+        hex(&self.span.trace_id)
+    }
+    fn span_id(&self) -> String {
+        hex(&self.span.span_id)
+    }
+    fn parent_id(&self) -> String {
+        hex(&self.span.parent_span_id)
+    }
+    fn attr(&self, key: &str) -> Option<String> {
+        attr(&self.span.attributes, key)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.clone()),
+            Value::IntValue(i) => Some(i.to_string()),
+            Value::BoolValue(b) => Some(b.to_string()),
+            Value::DoubleValue(d) => Some(d.to_string()),
+            _ => None,
+        }
+    })
+}
+
+struct Collector {
+    tx: mpsc::UnboundedSender<Received>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        for rs in request.into_inner().resource_spans {
+            let resource: HashMap<String, String> = rs
+                .resource
+                .map(|r| {
+                    r.attributes
+                        .iter()
+                        .filter_map(|kv| Some((kv.key.clone(), attr(&r.attributes, &kv.key)?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    let _ = self.tx.send(Received {
+                        span,
+                        resource: resource.clone(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC collector on 127.0.0.1:0 and the spans it receives.
+async fn collector() -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector { tx }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (addr, rx)
+}
+
+/// Waits (at most 10 s) until `n` spans of `trace_id` have arrived.
+async fn spans_of(
+    rx: &mut mpsc::UnboundedReceiver<Received>,
+    trace_id: &str,
+    n: usize,
+) -> Vec<Received> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(s)) if s.trace_id() == trace_id => got.push(s),
+            Ok(Some(_)) => {}
+            _ => panic!(
+                "only {} of {n} spans of trace {trace_id} arrived: {got:#?}",
+                got.len()
+            ),
+        }
+    }
+    got
+}
+
+fn config(upstream: &Upstream) -> String {
+    format!(
+        "_format_version: \"3.0\"
+services:
+  - name: orders
+    url: http://{}
+    routes:
+      - name: list-orders
+        paths: [/orders]
+",
+        upstream.addr
+    )
+}
+
+fn traced(collector: SocketAddr, rate: f64) -> TelemetryOptions {
+    TelemetryOptions {
+        otlp_endpoint: Some(format!("http://{collector}")),
+        sampling_rate: rate,
+        node_id: "dp-test-1".into(),
+        ..TelemetryOptions::default()
+    }
+}
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn spans_continue_the_clients_trace_and_the_upstream_continues_ours() {
+    let (addr, mut rx) = collector().await;
+    let up = Upstream::echo("orders").await;
+    let gw = Gateway::start_with_telemetry(&config(&up), &traced(addr, 1.0)).await;
+
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let got = get(
+        &gw.url("/orders/42"),
+        &[("traceparent", &traceparent), ("tracestate", "vendor=abc")],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+
+    let spans = spans_of(&mut rx, CLIENT_TRACE, 2).await;
+    let root = spans
+        .iter()
+        .find(|s| s.span.kind == SpanKind::Server as i32)
+        .expect("a server span");
+    let attempt = spans
+        .iter()
+        .find(|s| s.span.kind == SpanKind::Client as i32)
+        .expect("a client span per upstream attempt");
+
+    // The server span is a child of the client's span; the attempt a child of the server span.
+    assert_eq!(root.parent_id(), CLIENT_SPAN);
+    assert_eq!(attempt.parent_id(), root.span_id());
+    assert_eq!(root.span.name, "GET list-orders");
+    assert_eq!(
+        root.attr("portico.route.name").as_deref(),
+        Some("list-orders")
+    );
+    assert_eq!(root.attr("portico.service.name").as_deref(), Some("orders"));
+    assert_eq!(root.attr("http.request.method").as_deref(), Some("GET"));
+    assert_eq!(root.attr("url.path").as_deref(), Some("/orders/42"));
+    assert_eq!(
+        root.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        root.attr("portico.request_id"),
+        got.headers
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+    );
+    assert_eq!(
+        attempt.attr("server.port"),
+        Some(up.addr.port().to_string())
+    );
+    assert_eq!(
+        attempt.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(root.span.start_time_unix_nano <= attempt.span.start_time_unix_nano);
+    assert!(root.span.end_time_unix_nano >= attempt.span.end_time_unix_nano);
+    assert_eq!(root.resource["service.name"], "portico");
+    assert_eq!(root.resource["service.instance.id"], "dp-test-1");
+
+    // The upstream continues the same trace from the attempt's span, with the client's state.
+    let seen = up.last();
+    let tp = seen.headers["traceparent"].to_str().unwrap();
+    assert_eq!(
+        tp,
+        format!("00-{CLIENT_TRACE}-{}-01", attempt.span_id()),
+        "upstream traceparent"
+    );
+    assert_eq!(seen.headers["tracestate"], "vendor=abc");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_a_trace_start_one_and_unrouted_requests_are_traced_too() {
+    let (addr, mut rx) = collector().await;
+    let up = Upstream::echo("orders").await;
+    let gw = Gateway::start_with_telemetry(&config(&up), &traced(addr, 1.0)).await;
+
+    assert_eq!(get(&gw.url("/orders"), &[]).await.status, StatusCode::OK);
+    let tp = up.last().headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{tp}");
+    let spans = spans_of(&mut rx, parts[1], 2).await;
+    let root = spans
+        .iter()
+        .find(|s| s.span.kind == SpanKind::Server as i32)
+        .unwrap();
+    assert!(
+        root.span.parent_span_id.is_empty(),
+        "a new trace has no parent"
+    );
+
+    // No route: a server span with the 404, no attempt.
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let got = get(&gw.url("/nowhere"), &[("traceparent", &traceparent)]).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    let spans = spans_of(&mut rx, CLIENT_TRACE, 1).await;
+    assert_eq!(spans[0].span.kind, SpanKind::Server as i32);
+    assert_eq!(spans[0].parent_id(), CLIENT_SPAN);
+    assert_eq!(
+        spans[0].attr("http.response.status_code").as_deref(),
+        Some("404")
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_did_not_sample_is_followed_and_the_context_still_propagates() {
+    let (addr, mut rx) = collector().await;
+    let up = Upstream::echo("orders").await;
+    // Rate 1.0, but the client's flags say "not sampled": nothing is exported.
+    let gw = Gateway::start_with_telemetry(&config(&up), &traced(addr, 1.0)).await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
+    let got = get(&gw.url("/orders"), &[("traceparent", &traceparent)]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let tp = up.last().headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        tp.starts_with(&format!("00-{CLIENT_TRACE}-")) && tp.ends_with("-00"),
+        "{tp}"
+    );
+    assert_ne!(
+        tp, traceparent,
+        "the upstream's parent is the gateway's span"
+    );
+
+    // A sampled request afterwards arrives alone: the unsampled one was never exported.
+    let sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    get(&gw.url("/orders"), &[("traceparent", sampled)]).await;
+    let mut arrived = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while arrived.len() < 2 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(s)) => arrived.push(s.trace_id()),
+            _ => panic!("the sampled request's spans did not arrive: {arrived:?}"),
+        }
+    }
+    assert!(
+        arrived
+            .iter()
+            .all(|t| t == "0af7651916cd43dd8448eb211c80319c"),
+        "{arrived:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_collector_costs_requests_nothing() {
+    // A port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let up = Upstream::echo("orders").await;
+    let gw = Gateway::start_with_telemetry(&config(&up), &traced(dead, 1.0)).await;
+    for _ in 0..50 {
+        let got = get(&gw.url("/orders"), &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    assert_eq!(up.count(), 50);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_json_line_per_request_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let up = Upstream::echo("orders").await;
+    let yaml = format!(
+        "_format_version: \"3.0\"
+services:
+  - name: orders
+    url: http://{}
+    routes:
+      - name: list-orders
+        paths: [/orders]
+        plugins:
+          - name: key-auth
+consumers:
+  - username: alice
+    keyauth_credentials:
+      - key: s3cr3t-k3y-value
+",
+        up.addr
+    );
+    let gw = Gateway::start_with_telemetry(
+        &yaml,
+        &TelemetryOptions {
+            access_log: Some(Target::File(path.clone())),
+            ..TelemetryOptions::default()
+        },
+    )
+    .await;
+
+    let ok = get(
+        &gw.url("/orders/7?apikey=s3cr3t-k3y-value&page=2"),
+        &[
+            ("authorization", "Bearer another-secret"),
+            ("cookie", "session=topsecret"),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let denied = get(&gw.url("/orders"), &[("apikey", "wrong-key-value")]).await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    let missing = get(&gw.url("/nothing"), &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    gw.shared.telemetry.flush();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for secret in [
+        "s3cr3t-k3y-value",
+        "another-secret",
+        "topsecret",
+        "wrong-key-value",
+        "page=2",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked into the access log:\n{text}"
+        );
+    }
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+
+    let l = &lines[0];
+    assert_eq!(l["status"], 200);
+    assert_eq!(l["method"], "GET");
+    assert_eq!(l["path"], "/orders/7");
+    assert_eq!(l["route"], "list-orders");
+    assert_eq!(l["service"], "orders");
+    assert_eq!(l["consumer"], "alice");
+    assert_eq!(l["client_ip"], "127.0.0.1");
+    assert_eq!(l["upstream_addr"], up.addr.to_string());
+    assert_eq!(l["tries"], 1);
+    assert_eq!(l["protocol"], "HTTP/1.1");
+    assert_eq!(l["bytes_out"], ok.body.len());
+    assert_eq!(
+        l["request_id"],
+        ok.headers["x-request-id"].to_str().unwrap()
+    );
+    let lat = &l["latency_ms"];
+    assert!(lat["request"].as_f64().unwrap() >= lat["upstream"].as_f64().unwrap());
+    assert!(lat["proxy"].as_f64().unwrap() >= 0.0);
+    assert!(l["time"].as_str().unwrap().ends_with('Z'));
+
+    let l = &lines[1];
+    assert_eq!(l["status"], 401);
+    assert_eq!(l["route"], "list-orders");
+    assert_eq!(l["tries"], 0);
+    assert!(l.get("consumer").is_none() && l.get("upstream_addr").is_none());
+
+    let l = &lines[2];
+    assert_eq!(l["status"], 404);
+    assert_eq!(l["route"], "");
+    assert_eq!(l["path"], "/nothing");
+    gw.stop().await;
+}
