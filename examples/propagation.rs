@@ -6,7 +6,9 @@
 //! cargo build --release && cargo run --release --example propagation -- [data-planes] [routes] [rounds]
 //! ```
 //! Starts the real `portico cp` and N `portico dp` processes on loopback (release binaries next
-//! to this example), applies through the admin gRPC API and polls the fleet every 2 ms.
+//! to this example), applies through the admin gRPC API what `portico apply -f` sends (the
+//! YAML config as compact JSON, `portico_common::load::transport_text`) and polls the fleet
+//! every 2 ms.
 //! "stored" is the control plane's part (parse, validate, diff, fsync), measured at the client;
 //! "push" is from there to the last ACK; "data-plane apply" is what each data plane reports in
 //! its ACK (decode, hash check, compile, swap; the disk cache is written after the ACK). The
@@ -210,7 +212,19 @@ async fn main() {
     }
 
     let apply = |variant: usize| {
-        let text = config(routes, variant);
+        // What `portico apply -f` sends: the parsed document as compact JSON. Converting is
+        // the CLI's work before the request, so it is outside the measured time.
+        let yaml = config(routes, variant);
+        let converted = Instant::now();
+        let text = portico_common::load::transport_text(&yaml).into_owned();
+        if std::env::var_os("PROPAGATION_VERBOSE").is_some() {
+            println!(
+                "  CLI: YAML to JSON {:.1} ms ({} to {} bytes)",
+                converted.elapsed().as_secs_f64() * 1e3,
+                yaml.len(),
+                text.len()
+            );
+        }
         let mut client = client.clone();
         async move {
             let t = Instant::now();

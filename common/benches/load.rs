@@ -1,7 +1,8 @@
 //! The loader on the propagation benchmark's 10,000-route config (100 services; a fifth of the
 //! routes with a regex path, a fifth with hosts, the rest two prefix paths and two methods):
 //! what the control plane spends validating each `apply` before it stores and pushes.
-//! YAML and JSON texts of the same config, and the parse step alone.
+//! YAML and JSON texts of the same config, the parse step alone, the CLI's conversion to JSON,
+//! and a data plane applying a one-route delta to it.
 
 use std::hint::black_box;
 
@@ -46,6 +47,27 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("parse_yaml_only", |b| {
         b.iter(|| serde_yaml::from_str::<serde_json::Value>(black_box(&yaml)).unwrap())
+    });
+    // What `portico apply -f` does before sending: the document as compact JSON.
+    g.bench_function("transport_text", |b| {
+        b.iter(|| portico_common::load::transport_text(black_box(&yaml)).len())
+    });
+    // The data plane's side of a one-route change: the delta applied to the served snapshot.
+    let base = portico_common::load_str(&yaml, &env).unwrap();
+    let changed =
+        portico_common::load_str(&yaml.replacen("/changed0", "/changed1", 1), &env).unwrap();
+    let delta = portico_common::Delta::between(
+        &base.snapshot,
+        &base.digests,
+        &changed.snapshot,
+        &changed.digests,
+    );
+    g.bench_function("delta_apply_one_route", |b| {
+        b.iter(|| {
+            delta
+                .apply(black_box(&base.snapshot), &base.digests)
+                .unwrap()
+        })
     });
     g.finish();
 }

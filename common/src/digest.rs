@@ -102,16 +102,51 @@ impl Digests {
     }
 }
 
-fn collection<T: Serialize>(items: &[T], id: impl Fn(&T) -> Uuid) -> HashMap<Uuid, EntityDigest> {
+/// Collections at least this long are hashed on two threads (a 10,000-route snapshot takes
+/// milliseconds to serialize and hash; a thread costs tens of microseconds).
+const PARALLEL_MIN: usize = 2048;
+
+fn collection<T: Serialize + Sync>(
+    items: &[T],
+    id: impl Fn(&T) -> Uuid,
+) -> HashMap<Uuid, EntityDigest> {
+    let digests = digest_all(items);
     let mut out = HashMap::with_capacity(items.len());
-    let mut scratch = Vec::new();
-    for item in items {
-        let digest = digest_with(&mut scratch, item);
+    for (item, digest) in items.iter().zip(digests) {
         out.entry(id(item))
             .and_modify(|prev: &mut EntityDigest| *prev = fold_duplicate(prev, &digest))
             .or_insert(digest);
     }
     out
+}
+
+/// The digest of each item, in order: the second half on another thread for a long list (when
+/// the machine has a second core), so the result never depends on how it was computed.
+fn digest_all<T: Serialize + Sync>(items: &[T]) -> Vec<EntityDigest> {
+    let sequential = |items: &[T]| {
+        let mut scratch = Vec::new();
+        items
+            .iter()
+            .map(|item| digest_with(&mut scratch, item))
+            .collect::<Vec<_>>()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < PARALLEL_MIN || cores < 2 {
+        return sequential(items);
+    }
+    let (first, second) = items.split_at(items.len() / 2);
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new()
+            .name("digests".into())
+            .spawn_scoped(scope, || sequential(second));
+        let mut out = sequential(first);
+        match other.map(|h| h.join()) {
+            Ok(Ok(rest)) => out.extend(rest),
+            // No thread to be had (or it panicked, which hashing never does): do it here.
+            _ => out.extend(sequential(second)),
+        }
+        out
+    })
 }
 
 /// Two entities with one id (never in a validated snapshot): one digest covering both.
@@ -286,6 +321,22 @@ mod tests {
             ..Digests::default()
         };
         assert_ne!(moved.root("3.0"), Digests::of(&a).root("3.0"));
+    }
+
+    #[test]
+    fn long_collections_hash_as_short_ones_do() {
+        let routes: Vec<Route> = (0..PARALLEL_MIN as u128 + 7).map(route).collect();
+        let parallel = digest_all(&routes);
+        let one_by_one: Vec<EntityDigest> = routes.iter().map(entity_digest).collect();
+        assert_eq!(parallel, one_by_one);
+        let mut dup = routes.clone();
+        dup.push(route(3));
+        let d = collection(&dup, |r| r.id);
+        assert_eq!(d.len(), routes.len());
+        assert_eq!(
+            d[&Uuid::from_u128(3)],
+            fold_duplicate(&one_by_one[3], &one_by_one[3])
+        );
     }
 
     #[test]

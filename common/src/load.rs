@@ -56,6 +56,20 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
     load_with(text, env, crate::path::canonicalize)
 }
 
+/// The config `text` as a client sends it to the control plane: the parsed document as compact
+/// JSON, taken before secrets are resolved or anything is migrated, so `${VAR}` and
+/// `{vault://..}` references travel as written and resolve on the control plane, and the
+/// control plane loads exactly the document `text` holds (JSON parses several times faster than
+/// YAML). `text` itself when it is JSON already, does not parse, is not an object at the top
+/// level, or holds a float JSON would not carry exactly: the control plane then reports or
+/// loads it as it always did.
+pub fn transport_text(text: &str) -> Cow<'_, str> {
+    match parse::transport_json(text) {
+        Some(json) => Cow::Owned(json),
+        None => Cow::Borrowed(text),
+    }
+}
+
 /// Reads and loads a file, resolving secrets from the process environment.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {

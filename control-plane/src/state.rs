@@ -179,20 +179,24 @@ impl ControlPlane {
                     ));
                 }
             }
-            // The delta is computed on the second core while this one encodes and commits;
-            // the wire and the store share one encoding.
-            let (encoded, delta) = std::thread::scope(|scope| {
+            // The delta is computed on the second core while this one encodes, and the next
+            // version number is made durable meanwhile (an fsync, mostly waiting); the wire
+            // and the store share one encoding.
+            let (encoded, delta, reserved) = std::thread::scope(|scope| {
                 let delta = scope.spawn(|| {
                     previous
                         .as_deref()
                         .and_then(|prev| delta_from(prev, &loaded.snapshot, &loaded.digests))
                 });
+                let reserved = scope.spawn(|| this.store().reserve_version());
                 let encoded = SnapshotJson::encode(&loaded.snapshot);
-                (encoded, delta.join())
+                (encoded, delta.join(), reserved.join())
             });
             let snapshot =
                 encoded.map_err(|e| ApplyError::Internal(format!("snapshot encoding: {e}")))?;
             let delta = delta.map_err(|_| ApplyError::Internal("delta task panicked".into()))?;
+            let version =
+                reserved.map_err(|_| ApplyError::Internal("version task panicked".into()))??;
             let snapshot_json = snapshot.bytes();
             let new = NewVersion {
                 hash: loaded.snapshot.hash.clone(),
@@ -201,7 +205,7 @@ impl ControlPlane {
                 config_text: text,
                 snapshot,
             };
-            let commit = this.store().commit(&group, new)?;
+            let commit = this.store().commit_reserved(&group, version, new)?;
             let published = if commit.unchanged {
                 None
             } else {

@@ -52,18 +52,20 @@ pub struct VersionRecord {
 
 /// A validated snapshot as JSON text: stored, served and streamed verbatim, never re-encoded
 /// (a 10,000-route snapshot is megabytes; re-encoding it per use cost more than validating it).
+/// The text stays in the buffer serde_json wrote it to (`Arc<Box<_>>`: `Arc<RawValue>` would
+/// copy the megabytes once more).
 #[derive(Clone)]
-pub struct SnapshotJson(Arc<RawValue>);
+pub struct SnapshotJson(Arc<Box<RawValue>>);
 
 impl SnapshotJson {
     /// Wraps JSON text; fails when it is not one JSON value.
     pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json).map(|raw| SnapshotJson(Arc::from(raw)))
+        RawValue::from_string(json).map(|raw| SnapshotJson(Arc::new(raw)))
     }
 
     /// Encodes `value`; no second pass to check the text, since serde_json wrote it.
     pub fn encode<T: Serialize>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(|raw| SnapshotJson(Arc::from(raw)))
+        serde_json::value::to_raw_value(value).map(|raw| SnapshotJson(Arc::new(raw)))
     }
 
     /// The JSON text as `Bytes` sharing this buffer (no copy), for the wire.
@@ -102,13 +104,13 @@ impl std::fmt::Debug for SnapshotJson {
 
 impl Serialize for SnapshotJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (*self.0).serialize(s)
+        (**self.0).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SnapshotJson {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(|raw| SnapshotJson(Arc::from(raw)))
+        Box::<RawValue>::deserialize(d).map(|raw| SnapshotJson(Arc::new(raw)))
     }
 }
 
@@ -293,18 +295,36 @@ impl Store {
 
     /// Stores `new` as the next version of `group`, unless its hash equals the live one.
     pub fn commit(&mut self, group: &str, new: NewVersion) -> Result<Commit, StoreError> {
-        if !valid_group(group) {
-            return Err(StoreError::InvalidGroup(group.to_owned()));
-        }
-        if let Some(data) = self.groups.get(group) {
-            if data.current.hash == new.hash {
-                return Ok(Commit {
-                    record: data.current.clone(),
-                    unchanged: true,
-                });
-            }
+        if let Some(unchanged) = self.unchanged(group, &new)? {
+            return Ok(unchanged);
         }
         let version = self.reserve_version()?;
+        self.commit_reserved(group, version, new)
+    }
+
+    /// [`Store::commit`] under a number taken beforehand with [`Store::reserve_version`] (so
+    /// the counter's write can overlap the caller's encoding). When `new` turns out to equal
+    /// the live version, nothing is stored and the number stays unused, as after a crash.
+    pub fn commit_reserved(
+        &mut self,
+        group: &str,
+        version: u64,
+        new: NewVersion,
+    ) -> Result<Commit, StoreError> {
+        if let Some(unchanged) = self.unchanged(group, &new)? {
+            return Ok(unchanged);
+        }
+        // Only a number this store handed out and no version has used yet.
+        let newest = self.groups.values().map(|g| g.current.version).max();
+        if version > self.counter || newest.is_some_and(|n| version <= n) {
+            return Err(StoreError::Corrupt {
+                path: self.root.join("counter"),
+                message: format!(
+                    "version {version} was not reserved (counter {})",
+                    self.counter
+                ),
+            });
+        }
         let record = VersionRecord {
             group: group.to_owned(),
             version,
@@ -366,8 +386,26 @@ impl Store {
         data.history.drain(..dropped);
     }
 
-    /// Step 1 of a commit: persist the next number before anything uses it.
-    fn reserve_version(&mut self) -> Result<u64, StoreError> {
+    /// The live record when `new` has its content (no version is made), after checking the
+    /// group name.
+    fn unchanged(&self, group: &str, new: &NewVersion) -> Result<Option<Commit>, StoreError> {
+        if !valid_group(group) {
+            return Err(StoreError::InvalidGroup(group.to_owned()));
+        }
+        Ok(self
+            .groups
+            .get(group)
+            .filter(|data| data.current.hash == new.hash)
+            .map(|data| Commit {
+                record: data.current.clone(),
+                unchanged: true,
+            }))
+    }
+
+    /// Step 1 of a commit: persist the next number before anything uses it. Public so a caller
+    /// can take the number (one fsync) while it still encodes the version, then pass it to
+    /// [`Store::commit_reserved`]; a number reserved and never committed is skipped for good.
+    pub fn reserve_version(&mut self) -> Result<u64, StoreError> {
         let next = self.counter + 1;
         write_atomic(&self.root.join("counter"), format!("{next}\n").as_bytes())?;
         self.counter = next;
@@ -379,7 +417,11 @@ impl Store {
         let dir = self.group_dir(&record.group).join("versions");
         fsio::create_dir_durable(&dir)?;
         let path = self.version_path(&record.group, record.version);
-        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+        // Sized up front: the record is megabytes for a large config, and growing the buffer
+        // by doubling copied it several times over.
+        let size = record.snapshot.get().len() + record.config_text.len() * 9 / 8 + 4096;
+        let mut bytes = Vec::with_capacity(size);
+        serde_json::to_writer(&mut bytes, record).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;

@@ -203,15 +203,16 @@ pub(crate) fn check_upstream_path(p: &str, path: &str, issues: &mut Issues) -> b
 /// First-declared place of each unique value, for "uniqueness violation" errors.
 #[derive(Default)]
 pub(crate) struct Unique {
-    seen: HashMap<(String, String), String>,
+    /// (entity, field, value) to the place that declared it first.
+    seen: HashMap<(&'static str, &'static str, String), String>,
 }
 
 impl Unique {
     /// Kong's message: "uniqueness violation: '<entity>' entity with <field> set to '<v>' already declared".
     pub fn check(
         &mut self,
-        entity: &str,
-        field: &str,
+        entity: &'static str,
+        field: &'static str,
         value: &str,
         path: &str,
         issues: &mut Issues,
@@ -222,14 +223,18 @@ impl Unique {
     /// As [`Unique::check`], for values unique only within `scope` (e.g. targets of one upstream).
     pub fn check_scoped(
         &mut self,
-        entity: &str,
-        field: &str,
+        entity: &'static str,
+        field: &'static str,
         value: &str,
         scope: &str,
         path: &str,
         issues: &mut Issues,
     ) -> bool {
-        let key = (format!("{entity}.{field}"), format!("{scope}\u{0}{value}"));
+        let mut scoped = String::with_capacity(scope.len() + 1 + value.len());
+        scoped.push_str(scope);
+        scoped.push('\u{0}');
+        scoped.push_str(value);
+        let key = (entity, field, scoped);
         match self.seen.entry(key) {
             Entry::Occupied(_) => {
                 issues.error(
@@ -249,13 +254,13 @@ impl Unique {
     /// instead of echoing the secret into logs.
     pub fn check_secret(
         &mut self,
-        entity: &str,
-        field: &str,
+        entity: &'static str,
+        field: &'static str,
         value: &str,
         path: &str,
         issues: &mut Issues,
     ) -> bool {
-        let key = (format!("{entity}.{field}"), value.to_owned());
+        let key = (entity, field, value.to_owned());
         if let Some(first) = self.seen.get(&key) {
             issues.error(
                 path,

@@ -40,6 +40,35 @@ pub(crate) fn parse_document(text: &str) -> Result<Value, ConfigErrors> {
     })
 }
 
+/// The document of `text` as compact JSON, for a client to send instead of the text itself
+/// (see [`crate::load::transport_text`]); `None` when the text should travel as it is: it is
+/// JSON already, it does not parse, its top level is not an object, or it holds a float that
+/// would not come back bit for bit from its JSON text (`serde_json` parses floats with a fast
+/// algorithm that may be one ULP off).
+pub(crate) fn transport_json(text: &str) -> Option<String> {
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    if trimmed.starts_with('{') {
+        return None;
+    }
+    let doc = parse_document(text).ok()?;
+    if !doc.is_object() || !floats_round_trip(&doc) {
+        return None;
+    }
+    serde_json::to_string(&doc).ok()
+}
+
+/// Whether every float in `v` parses back from its JSON text to the same value.
+fn floats_round_trip(v: &Value) -> bool {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            serde_json::from_str::<Value>(&n.to_string()).is_ok_and(|back| back == *v)
+        }
+        Value::Array(items) => items.iter().all(floats_round_trip),
+        Value::Object(map) => map.values().all(floats_round_trip),
+        _ => true,
+    }
+}
+
 /// A YAML document decoded directly into a JSON value; fails (so the caller takes the general
 /// path) on everything the general path would treat differently.
 struct Direct(Value);

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::checks::{self, check_name, explicit_id, one_of};
 use super::collect::Item;
-use super::{ids, Ctx, Index};
+use super::ids::{self, IdFrom};
+use super::{Ctx, Index};
 use crate::config;
 use crate::error::{field_path, index_path, Issues};
 use crate::snapshot::{Protocol, Route, Service};
@@ -28,6 +29,12 @@ const REGEX_HINTS: &[char] = &[
     '\\', '(', ')', '[', ']', '*', '+', '$', '^', '{', '}', '|', '?',
 ];
 
+/// Lists at least this long are prechecked on two threads (see [`precheck`]).
+const PARALLEL_MIN: usize = 2048;
+
+/// A route that passed every check of [`checked`] without an error or a warning.
+type Clean = Option<(Route, IdFrom)>;
+
 /// Validates every route; the list stays aligned with `items`.
 pub(crate) fn build(
     items: &[Item<config::Route>],
@@ -35,6 +42,7 @@ pub(crate) fn build(
     service_index: &Index,
     ctx: &mut Ctx,
 ) -> (Vec<Route>, Index) {
+    let mut clean = precheck(items, services, service_index, ctx.canonicalize);
     let mut out = Vec::with_capacity(items.len());
     let mut index = Index::default();
     for (i, item) in items.iter().enumerate() {
@@ -47,16 +55,106 @@ pub(crate) fn build(
             false,
             &mut ctx.issues,
         );
-        let r = route(item, svc.map(|s| services[s].id), ctx);
+        let r = match clean.get_mut(i).and_then(Option::take) {
+            Some((r, from)) => finish(r, from, &item.path, ctx),
+            None => route(item, svc.map(|s| services[s].id), ctx),
+        };
         index.add(r.name.as_deref(), r.id, i);
         out.push(r);
     }
     (out, index)
 }
 
+/// For a long list, runs [`checked`] for every route on two threads, each route against its
+/// own scratch issues, and keeps the result of each route that had none. [`build`] then takes
+/// such a route as it is (its checks cannot report anything in the real run either: issues
+/// are only ever added, or silenced by a settled place) and runs every other route the
+/// sequential way, so the errors, warnings and their order are exactly the sequential ones.
+/// Empty (nothing prechecked) for a short list or on one core.
+fn precheck(
+    items: &[Item<config::Route>],
+    services: &[Service],
+    service_index: &Index,
+    canonicalize: super::Canonicalize,
+) -> Vec<Clean> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < PARALLEL_MIN || cores < 2 {
+        return Vec::new();
+    }
+    #[cfg(test)]
+    if SEQUENTIAL.with(std::cell::Cell::get) {
+        return Vec::new();
+    }
+    let run = |items: &[Item<config::Route>]| -> Vec<Clean> {
+        items
+            .iter()
+            .map(|item| {
+                let mut scratch = Issues::default();
+                let svc = service_index.parent(
+                    item.parent,
+                    &item.cfg.service,
+                    "services",
+                    &item.path,
+                    "service",
+                    false,
+                    &mut scratch,
+                );
+                let r = checked(
+                    item,
+                    svc.map(|s| services[s].id),
+                    canonicalize,
+                    &mut scratch,
+                );
+                (scratch.errors.is_empty() && scratch.warnings.is_empty()).then_some(r)
+            })
+            .collect()
+    };
+    let (first, second) = items.split_at(items.len() / 2);
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new()
+            .name("routes".into())
+            .spawn_scoped(scope, || run(second));
+        let mut out = run(first);
+        // Without a thread, the second half goes the sequential way.
+        if let Ok(Ok(rest)) = other.map(|h| h.join()) {
+            out.extend(rest);
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by tests to load the sequential way, for comparison.
+    pub(crate) static SEQUENTIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn route(item: &Item<config::Route>, service: Option<uuid::Uuid>, ctx: &mut Ctx) -> Route {
+    let (r, from) = checked(item, service, ctx.canonicalize, &mut ctx.issues);
+    finish(r, from, &item.path, ctx)
+}
+
+/// The checks that need more than the route itself: its name's uniqueness and its id's.
+fn finish(r: Route, from: IdFrom, path: &str, ctx: &mut Ctx) -> Route {
+    let fresh = r
+        .name
+        .as_ref()
+        .is_none_or(|n| ctx.unique.check("routes", "name", n, path, &mut ctx.issues));
+    if fresh {
+        ctx.claim_id("routes", r.id, from, path);
+    }
+    r
+}
+
+/// Every check of one route that needs only the route and its service's id; the route with
+/// Kong's defaults, and how its id was assigned.
+fn checked(
+    item: &Item<config::Route>,
+    service: Option<uuid::Uuid>,
+    canonicalize: super::Canonicalize,
+    issues: &mut Issues,
+) -> (Route, IdFrom) {
     let (cfg, path) = (&item.cfg, item.path.as_str());
-    let issues = &mut ctx.issues;
 
     let explicit = explicit_id(&cfg.id, path, issues);
     // The content (and its service) only names a route that has no name.
@@ -93,7 +191,7 @@ fn route(item: &Item<config::Route>, service: Option<uuid::Uuid>, ctx: &mut Ctx)
     }
     let hosts = hosts(cfg.hosts.as_deref(), path, issues);
     let headers = headers(cfg.headers.as_ref(), path, issues);
-    let paths = paths(cfg.paths.as_deref(), path, ctx.canonicalize, issues);
+    let paths = paths(cfg.paths.as_deref(), path, canonicalize, issues);
 
     if !is_stream {
         let any =
@@ -157,15 +255,7 @@ fn route(item: &Item<config::Route>, service: Option<uuid::Uuid>, ctx: &mut Ctx)
     }
     let tags = checks::tags(&cfg.tags, path, issues);
 
-    let fresh = cfg
-        .name
-        .as_ref()
-        .is_none_or(|n| ctx.unique.check("routes", "name", n, path, &mut ctx.issues));
-    if fresh {
-        ctx.claim_id("routes", id, from, path);
-    }
-
-    Route {
+    let route = Route {
         id,
         name: cfg.name.clone(),
         service,
@@ -186,7 +276,8 @@ fn route(item: &Item<config::Route>, service: Option<uuid::Uuid>, ctx: &mut Ctx)
         request_buffering: cfg.request_buffering.unwrap_or(true),
         response_buffering: cfg.response_buffering.unwrap_or(true),
         tags,
-    }
+    };
+    (route, from)
 }
 
 fn protocols(written: Option<&[String]>, path: &str, issues: &mut Issues) -> Vec<Protocol> {
@@ -291,9 +382,12 @@ fn headers(
     path: &str,
     issues: &mut Issues,
 ) -> BTreeMap<String, Vec<String>> {
+    let Some(written) = written else {
+        return BTreeMap::new();
+    };
     let field = field_path(path, "headers");
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, values) in written.into_iter().flatten() {
+    for (name, values) in written {
         let lower = name.to_ascii_lowercase();
         let here = field_path(&field, name);
         if lower == "host" {
@@ -348,7 +442,9 @@ fn paths(
         // Built only when there is something to report.
         let here = || index_path(&field_path(path, "paths"), i);
         if let Some(pattern) = p.strip_prefix('~') {
-            if let Err(e) = check_regex(&format!("^{pattern}")) {
+            if plainly_valid(pattern) {
+                // Nothing the parser could refuse.
+            } else if let Err(e) = check_regex(&format!("^{pattern}")) {
                 issues.error(&here(), format!("invalid regex: '{pattern}' ({e})"));
                 continue;
             }
@@ -407,6 +503,40 @@ fn check_regex(pattern: &str) -> Result<(), String> {
         .map_err(|e| one_line(&e.to_string()))
 }
 
+/// Whether `^` followed by `pattern` is in a small subset of regex syntax that
+/// [`check_regex`] always accepts, so the parser need not run (it was a third of validating a
+/// route): ASCII letters, digits and `/-_,:;=@!%'"` as literals, `.`, the classes
+/// `\d \D \w \W \s \S`, escaped `. / - \\`, the anchors `^ $`, and one of `+ * ?` (optionally
+/// followed by `?`, lazy) right after a literal, `.` or an escape. Anything else (groups,
+/// classes, counted repetition, other escapes) goes to the parser.
+fn plainly_valid(pattern: &str) -> bool {
+    // Whether the previous item can take a repetition operator.
+    let mut repeatable = false;
+    let mut bytes = pattern.bytes();
+    while let Some(b) = bytes.next() {
+        repeatable = match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' => true,
+            b'/' | b'-' | b'_' | b',' | b':' | b';' | b'=' | b'@' | b'!' | b'%' | b'\'' | b'"' => {
+                true
+            }
+            b'^' | b'$' => false,
+            b'\\' => match bytes.next() {
+                Some(b'd' | b'D' | b'w' | b'W' | b's' | b'S' | b'.' | b'/' | b'-' | b'\\') => true,
+                _ => return false,
+            },
+            b'+' | b'*' | b'?' if repeatable => {
+                let mut rest = bytes.clone();
+                if rest.next() == Some(b'?') {
+                    bytes = rest;
+                }
+                false
+            }
+            _ => return false,
+        };
+    }
+    true
+}
+
 /// The parser's multi-line error (pattern, caret, `error: ..`), reduced to its one-line cause.
 fn one_line(text: &str) -> String {
     text.lines()
@@ -443,6 +573,32 @@ mod tests {
                 other => panic!("{other}"),
             });
             assert_eq!(check_regex(p), expected, "{p}");
+        }
+    }
+
+    /// Whatever skips the parser, the parser accepts; the rest goes through it.
+    #[test]
+    fn plainly_valid_patterns_parse() {
+        let plain = [
+            r"/api/v1/items/\d+$",
+            r"/users/\w+/x",
+            r"/a.b*c?d+?e*?f??/",
+            r"/x\.y\/z\-w\\v",
+            r"$/^",
+            r"/q=1,2;a:b@c!d%e'f",
+            "/\"q\"",
+            r"/\D\W\S\s",
+            "",
+        ];
+        for p in plain {
+            assert!(plainly_valid(p), "{p}");
+            assert_eq!(check_regex(&format!("^{p}")), Ok(()), "{p}");
+        }
+        for p in [
+            r"+", r"/a++", r"/a+*", r"/a???", r"$*", r"/(a)", r"/[a]", r"/a{2}", r"/a|b",
+            r"/\p{L}", r"/\b", r"/\", r"/\8", "/é", "/a b", "/#",
+        ] {
+            assert!(!plainly_valid(p), "{p}");
         }
     }
 

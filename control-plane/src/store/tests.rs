@@ -184,3 +184,29 @@ fn the_history_limit_deletes_the_oldest_versions_and_keeps_the_live_one() {
     assert_eq!(versions(&store), [5, 4, 3], "as pruned after a restart");
     assert_eq!(store.current("web").unwrap().version, 6);
 }
+
+#[test]
+fn a_reserved_number_is_used_once_or_skipped_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let v = store.reserve_version().unwrap();
+    assert_eq!(v, 1);
+    let c = store.commit_reserved("edge", v, new_version("a")).unwrap();
+    assert_eq!((c.record.version, c.unchanged), (1, false));
+    // Used: refused a second time; never reserved: refused.
+    assert!(store.commit_reserved("edge", 1, new_version("b")).is_err());
+    assert!(store.commit_reserved("edge", 9, new_version("b")).is_err());
+    // Same content: nothing stored, the number is burnt.
+    let v = store.reserve_version().unwrap();
+    let c = store.commit_reserved("edge", v, new_version("a")).unwrap();
+    assert!(c.unchanged);
+    assert_eq!(c.record.version, 1);
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    let c = store.commit("edge", new_version("b")).unwrap();
+    assert_eq!(
+        c.record.version, 3,
+        "2 was reserved, so it is never handed out"
+    );
+    assert_eq!(store.history("edge").unwrap().len(), 2);
+}
