@@ -60,6 +60,25 @@ async fn apply(cp: &Portico, file: &str, group: &str, wait: bool) -> (i32, Strin
     cli(a).await
 }
 
+/// The cell of `column` in the row starting with `row` of a table `portico` printed (columns
+/// start where their header does).
+fn cell(table: &str, row: &str, column: &str) -> String {
+    let header = table
+        .lines()
+        .find(|l| l.contains(column))
+        .unwrap_or_else(|| panic!("no {column} column:\n{table}"));
+    let start = header.find(column).unwrap();
+    let end = header[start + column.len()..]
+        .find(|c: char| c != ' ')
+        .map(|i| start + column.len() + i);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no {row} row:\n{table}"));
+    let end = end.unwrap_or(line.len()).min(line.len());
+    line.get(start..end).unwrap_or("").trim().to_owned()
+}
+
 /// What a data plane's proxy answers for /app/x (the upstream echoes its name and path).
 async fn served(dp: &Portico) -> String {
     get(&format!("http://{}/app/x", dp.proxy), &[]).await.body
@@ -298,9 +317,14 @@ async fn refused_configs_change_nothing_and_nacked_ones_are_parked_and_visible()
     assert_eq!(served(&dp).await, "a /v1/x");
     let (_, out, _) = cli(args(&["status", "--admin-url", &cp.admin_url()])).await;
     let line = out.lines().find(|l| l.starts_with("dp-1")).unwrap();
+    assert!(line.contains("nacked v2"), "{line}");
+    // The errors are listed under the table, one per line with its path.
     assert!(
-        line.contains("nacked v2") && line.contains("ip-restriction"),
-        "{line}"
+        out.contains("dp-1 refused version 2")
+            && out.contains(
+                "\n  plugins[0] (ip-restriction).name: plugin 'ip-restriction' is not enabled"
+            ),
+        "{out}"
     );
 
     // A newer good version replaces the parked one.
@@ -313,6 +337,116 @@ async fn refused_configs_change_nothing_and_nacked_ones_are_parked_and_visible()
         out.lines().count(),
         1 + 3,
         "header + versions 3, 2, 1:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_nodes_propagation_time_lag_and_refusal() {
+    let up = Upstream::echo("a").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = Portico::cp(&tmp.path().join("cp"), &[]);
+    let ok = Portico::dp_cluster(
+        &cp.cluster_url(),
+        "default",
+        "dp-ok",
+        &tmp.path().join("c1"),
+        &[],
+    );
+    // Runs only key-auth, so it refuses a config using ip-restriction.
+    let old = Portico::dp_cluster(
+        &cp.cluster_url(),
+        "default",
+        "dp-old",
+        &tmp.path().join("c2"),
+        &["--plugins", "key-auth"],
+    );
+    let f = write(tmp.path(), "v1.yml", &config(up.addr, 1));
+    let (code, out, err) = apply(&cp, &f, "default", true).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let plugin = format!(
+        "{}    plugins:\n      - name: ip-restriction\n        config: {{ allow: [127.0.0.1] }}\n",
+        config(up.addr, 2)
+    );
+    let f2 = write(tmp.path(), "v2.yml", &plugin);
+    let (code, out, err) = apply(&cp, &f2, "default", true).await;
+    assert_eq!(code, 3, "dp-old NACKs: {out}{err}");
+    assert_eq!(served(&ok).await, "a /v2/x");
+    assert_eq!(served(&old).await, "a /v1/x");
+
+    let live = get(&format!("http://{}/config?group=default", cp.admin), &[])
+        .await
+        .json();
+    let nodes = get(&format!("http://{}/clustering/data-planes", cp.admin), &[])
+        .await
+        .json();
+    let node = |id: &str| {
+        nodes["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing: {nodes}"))
+    };
+    // In sync: how long v2 took to reach it, nothing behind.
+    let n = node("dp-ok");
+    assert_eq!(n["state"], "in_sync", "{n}");
+    assert_eq!(n["serving_version"], live["version"], "{n}");
+    let propagation = n["propagation_ms"].as_f64().unwrap_or(0.0);
+    assert!(propagation > 0.0 && propagation < 20_000.0, "{n}");
+    assert_eq!(n["behind_versions"], 0, "{n}");
+    assert!(n["out_of_sync_since"].is_null(), "{n}");
+    // Refused v2: its error with the entity path, one version behind since v2 was applied.
+    let n = node("dp-old");
+    assert_eq!(n["state"], "nacked", "{n}");
+    assert_eq!(n["nacked_version"], live["version"], "{n}");
+    assert_eq!(
+        n["nack_errors"][0]["path"], "plugins[0] (ip-restriction).name",
+        "{n}"
+    );
+    let message = n["nack_errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("'ip-restriction' is not enabled on this data plane"),
+        "{n}"
+    );
+    assert_eq!(n["behind_versions"], 1, "{n}");
+    assert_eq!(n["out_of_sync_since"], live["applied_at"], "{n}");
+    assert!(n["out_of_sync_for_ms"].as_u64().is_some(), "{n}");
+    assert!(
+        n["propagation_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "v1's time stays: {n}"
+    );
+
+    // The CLI: a PROPAGATION and a LAG column, the refusal spelled out under the table.
+    let (code, out, _) = cli(args(&["status", "--admin-url", &cp.admin_url()])).await;
+    assert_eq!(code, 0, "{out}");
+    let header = out.lines().find(|l| l.starts_with("DATA PLANE")).unwrap();
+    assert!(
+        header.contains("PROPAGATION") && header.contains("LAG"),
+        "{out}"
+    );
+    let ok_propagation = cell(&out, "dp-ok", "PROPAGATION");
+    assert!(
+        ok_propagation.ends_with(" ms") || ok_propagation.ends_with(" s"),
+        "{out}"
+    );
+    assert_eq!(cell(&out, "dp-ok", "LAG"), "-", "{out}");
+    assert_eq!(cell(&out, "dp-ok", "STATE"), "in_sync", "{out}");
+    assert!(
+        cell(&out, "dp-old", "LAG").starts_with("1 behind, "),
+        "{out}"
+    );
+    assert_eq!(
+        cell(&out, "dp-old", "STATE"),
+        format!("nacked v{}", live["version"]),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "dp-old refused version {} (1 error):\n  plugins[0] (ip-restriction).name: plugin 'ip-restriction' is not enabled",
+            live["version"]
+        )),
+        "{out}"
     );
 }
 

@@ -273,12 +273,19 @@ impl Session {
                     return;
                 };
                 tracing::info!(node_id = %node_id, group = %self.hello.group, config_version = flight.version, apply_micros = ack.apply_micros, "data plane applied config");
+                // The version's apply time on the control plane, while it is the live one (as
+                // the propagation histogram times it); otherwise the fleet times from the send.
+                let published = cp
+                    .current(&self.hello.group)
+                    .filter(|r| r.version == flight.version)
+                    .and_then(|r| humantime::parse_rfc3339(&r.applied_at).ok());
                 fleet.acked(
                     &node_id,
                     self.epoch,
                     flight.version,
                     &flight.hash,
                     ack.apply_micros,
+                    published,
                 );
                 cp.metrics().acked(&cp, &self.hello.group, flight.version);
                 self.serving = (flight.version, flight.hash);

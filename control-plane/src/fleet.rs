@@ -4,7 +4,13 @@
 //! Each discovery stream owns one entry while it is the newest stream of its node: a stream
 //! registers with an epoch, and updates from an older stream of the same node id (a half-open
 //! connection the node already replaced) are ignored. A node's state is derived when read,
-//! against the group's live version, so it is never stale after an apply.
+//! against the group's live version, so it is never stale after an apply; so is its lag (how
+//! many versions behind, since when: [`fill_lag`]), from the group's history.
+//!
+//! Propagation time, per node: from the control plane storing the version the node serves (or
+//! from the node's first connect, if later) to the node's ACK of it, as
+//! `portico_cp_config_propagation_seconds` times it; from the send when the version's apply
+//! time is not at hand.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use portico_common::ConfigIssue;
 use serde::Serialize;
+
+use crate::store::VersionMeta;
 
 /// A data plane's state as shown by `Fleet` and `/clustering/data-planes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,6 +80,13 @@ struct Entry {
     serving_version: u64,
     serving_hash: String,
     in_flight: Option<u64>,
+    /// When the in-flight update was sent.
+    sent_at: Option<SystemTime>,
+    /// How long the version it serves took to reach it: (version, duration).
+    propagation: Option<(u64, Duration)>,
+    /// First connect of this node id since the control plane started (kept across
+    /// reconnects): a node is not counted out of sync for longer than the control plane knew it.
+    first_seen: SystemTime,
     nacked: Option<Nacked>,
     last_apply_micros: u64,
     active_connections: u64,
@@ -93,6 +108,16 @@ pub struct NodeView {
     pub nacked: Option<Nacked>,
     pub last_apply_micros: u64,
     pub active_connections: u64,
+    /// First connect of this node id since the control plane started.
+    pub first_seen: SystemTime,
+    /// How long the version it serves took to propagate to it, when this control plane saw it
+    /// ACK that version.
+    pub propagation: Option<Duration>,
+    /// Versions of its group newer than the one it serves (0 when it serves the live one);
+    /// filled by [`fill_lag`].
+    pub behind_versions: u64,
+    /// Since when it has not served the live version; filled by [`fill_lag`].
+    pub out_of_sync_since: Option<SystemTime>,
 }
 
 /// How long a disconnected data plane stays listed: Kong's `cluster_data_plane_purge_delay`
@@ -139,13 +164,21 @@ impl Fleet {
         // A refusal survives a reconnect of the same node in the same group, so a crash-looping
         // data plane is not fed the same bad version on every reconnect. A different build may
         // accept it (an upgrade that adds the missing plugin), so it gets a fresh chance.
-        let nacked = inner
-            .nodes
-            .get(&hello.node_id)
+        let previous = inner.nodes.get(&hello.node_id);
+        let nacked = previous
             .filter(|e| {
                 e.hello.group == hello.group && e.hello.build_version == hello.build_version
             })
             .and_then(|e| e.nacked.clone());
+        // A node resuming with the version it ACKed before keeps that version's propagation time.
+        let propagation = previous
+            .filter(|e| {
+                e.hello.group == hello.group
+                    && e.serving_version == hello.serving_version
+                    && e.serving_hash == hello.serving_hash
+            })
+            .and_then(|e| e.propagation);
+        let first_seen = previous.map_or(now, |e| e.first_seen);
         let entry = Entry {
             serving_version: hello.serving_version,
             serving_hash: hello.serving_hash.clone(),
@@ -155,6 +188,9 @@ impl Fleet {
             connected_since: now,
             last_seen: now,
             in_flight: None,
+            sent_at: None,
+            propagation,
+            first_seen,
             nacked: nacked.clone(),
             last_apply_micros: 0,
             active_connections: 0,
@@ -174,13 +210,37 @@ impl Fleet {
 
     /// An update was sent.
     pub fn sent(&self, node_id: &str, epoch: u64, version: u64) {
-        self.update(node_id, epoch, |e| e.in_flight = Some(version));
+        self.update(node_id, epoch, |e| {
+            e.in_flight = Some(version);
+            e.sent_at = Some(e.last_seen);
+        });
     }
 
-    /// The node applied `version`.
-    pub fn acked(&self, node_id: &str, epoch: u64, version: u64, hash: &str, micros: u64) {
+    /// The node applied `version`, which the control plane published at `published` (its
+    /// apply time, when known; otherwise the propagation is timed from the send).
+    pub fn acked(
+        &self,
+        node_id: &str,
+        epoch: u64,
+        version: u64,
+        hash: &str,
+        micros: u64,
+        published: Option<SystemTime>,
+    ) {
         self.update(node_id, epoch, |e| {
+            let now = e.last_seen;
+            // Timed from when this node could first have had it: a node that joins today did
+            // not take a month to receive last month's version.
+            let first_seen = e.first_seen;
+            e.propagation = published
+                .map(|p| p.max(first_seen))
+                .or(e.sent_at)
+                .map(|start| {
+                    // A clock step backwards would make it negative: count it as 0.
+                    (version, now.duration_since(start).unwrap_or_default())
+                });
             e.in_flight = None;
+            e.sent_at = None;
             e.serving_version = version;
             e.serving_hash = hash.to_owned();
             e.last_apply_micros = micros;
@@ -193,6 +253,7 @@ impl Fleet {
     pub fn nacked(&self, node_id: &str, epoch: u64, nacked: Nacked, micros: u64) {
         self.update(node_id, epoch, |e| {
             e.in_flight = None;
+            e.sent_at = None;
             e.last_apply_micros = micros;
             e.nacked = Some(nacked);
         });
@@ -220,6 +281,7 @@ impl Fleet {
         self.update(node_id, epoch, |e| {
             e.connected = false;
             e.in_flight = None;
+            e.sent_at = None;
         });
     }
 
@@ -257,6 +319,13 @@ impl Fleet {
                     nacked: e.nacked.clone(),
                     last_apply_micros: e.last_apply_micros,
                     active_connections: e.active_connections,
+                    first_seen: e.first_seen,
+                    propagation: e
+                        .propagation
+                        .filter(|(v, _)| *v == e.serving_version)
+                        .map(|(_, d)| d),
+                    behind_versions: 0,
+                    out_of_sync_since: None,
                 }
             })
             .collect()
@@ -265,6 +334,40 @@ impl Fleet {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The registry holds no invariant a panicking holder could break halfway.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Fills `behind_versions` and `out_of_sync_since` of `nodes` from `history(group)`: the
+/// group's versions, newest (live) first, as the store keeps them.
+///
+/// A node not serving the live version is behind by the number of its group's versions newer
+/// than the one it serves (at least 1; at most what the history keeps), and out of sync since the
+/// oldest of those was applied, or since the control plane first saw the node if that is later
+/// (a node that joins today is not "out of sync for a month").
+pub fn fill_lag(nodes: &mut [NodeView], history: impl Fn(&str) -> Option<Vec<VersionMeta>>) {
+    let mut cache: BTreeMap<String, Option<Vec<VersionMeta>>> = BTreeMap::new();
+    for n in nodes {
+        let versions = cache
+            .entry(n.group.clone())
+            .or_insert_with(|| history(&n.group));
+        let Some(versions) = versions.as_deref() else {
+            continue;
+        };
+        let Some(live) = versions.first() else {
+            continue; // no config in the group: nothing to be behind
+        };
+        if n.serving_version == live.version && n.serving_hash == live.hash {
+            continue;
+        }
+        let newer: Vec<&VersionMeta> = versions
+            .iter()
+            .filter(|m| m.version > n.serving_version)
+            .collect();
+        n.behind_versions = (newer.len() as u64).max(1);
+        let oldest_missed = newer.last().copied().unwrap_or(live);
+        n.out_of_sync_since = humantime::parse_rfc3339(&oldest_missed.applied_at)
+            .ok()
+            .map(|t| t.max(n.first_seen));
     }
 }
 
@@ -324,5 +427,51 @@ mod tests {
         fleet.connect(hello("b"));
         fleet.disconnected("a", a);
         assert_eq!(ids(&fleet), ["b"]);
+    }
+
+    fn meta(version: u64, applied_at: &str) -> VersionMeta {
+        VersionMeta {
+            version,
+            hash: format!("h{version}"),
+            applied_at: applied_at.into(),
+            origin: "apply".into(),
+            summary: String::new(),
+        }
+    }
+
+    #[test]
+    fn lag_counts_the_versions_missed_since_the_first_one_or_since_the_node_was_first_seen() {
+        let fleet = Fleet::default();
+        let mut on_v1 = hello("on-v1");
+        (on_v1.serving_version, on_v1.serving_hash) = (1, "h1".into());
+        fleet.connect(on_v1);
+        let mut on_v9 = hello("on-v9");
+        (on_v9.serving_version, on_v9.serving_hash) = (9, "h9".into());
+        fleet.connect(on_v9);
+        let mut live = hello("live");
+        (live.serving_version, live.serving_hash) = (5, "h5".into());
+        fleet.connect(live);
+        fleet.connect(hello("new"));
+        // Newest first, as the store lists them: v5 and v3 were applied after v1, long ago.
+        let history = vec![
+            meta(5, "2020-01-03T00:00:00.000Z"),
+            meta(3, "2020-01-02T00:00:00.000Z"),
+            meta(1, "2020-01-01T00:00:00.000Z"),
+        ];
+        let mut nodes = fleet.view(None, |_| Some((5, "h5".into())));
+        fill_lag(&mut nodes, |_| Some(history.clone()));
+        let lag = |id: &str| {
+            let n = nodes.iter().find(|n| n.node_id == id).unwrap();
+            (n.behind_versions, n.out_of_sync_since, n.first_seen)
+        };
+        assert_eq!(lag("live"), (0, None, lag("live").2));
+        // Missed v3 and v5, but this control plane only knows it since it connected (now).
+        let (behind, since, first_seen) = lag("on-v1");
+        assert_eq!((behind, since), (2, Some(first_seen)));
+        // Serving nothing: every version kept is missed.
+        assert_eq!(lag("new").0, 3);
+        // Serving a version the group never had (another group's, or a reset store): it still
+        // does not serve the live one.
+        assert_eq!(lag("on-v9").0, 1);
     }
 }

@@ -344,3 +344,104 @@ async fn a_node_on_the_previous_version_gets_only_the_change_and_can_ask_for_the
     assert!(!u4.delta_json.is_empty());
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn each_node_shows_its_propagation_time_and_how_far_behind_it_is() {
+    let cp = start(CpOptions::default()).await;
+    let (v1, _) = apply(&cp, "default", config(1)).await;
+
+    // A node joining after v1 was applied is out of sync since it joined, not since v1.
+    let mut dp = FakeDp::plain(&cp, "node-l", "default", (0, "")).await;
+    let u1 = dp.update().await;
+    let node = cp.node("node-l").await.unwrap();
+    assert_eq!(node.state, "applying");
+    assert_eq!(node.behind_versions, 1, "{node:?}");
+    assert_eq!(node.out_of_sync_since, node.connected_since, "{node:?}");
+    assert_eq!(node.propagation_micros, 0, "nothing ACKed yet: {node:?}");
+
+    // In sync: a propagation time, nothing behind.
+    dp.ack(&u1).await;
+    let node = cp
+        .wait_node("node-l", "in sync", |n| n.state == "in_sync")
+        .await;
+    assert_eq!(node.serving_version, v1);
+    assert!(node.propagation_micros > 0, "{node:?}");
+    assert_eq!(
+        (
+            node.behind_versions,
+            node.out_of_sync_since.as_str(),
+            node.out_of_sync_for_ms
+        ),
+        (0, "", 0),
+        "{node:?}"
+    );
+    let propagated = node.propagation_micros;
+
+    // v2 goes out; v3 is applied while v2 is in flight; the node refuses both.
+    apply(&cp, "default", config(2)).await;
+    let u2 = dp.update().await;
+    let (v3, _) = apply(&cp, "default", config(3)).await;
+    dp.nack(&u2, "plugins[0]", "plugin 'x' is not in this build")
+        .await;
+    let u3 = dp.update().await;
+    assert_eq!(u3.version, v3);
+    dp.nack(
+        &u3,
+        "services[0].plugins[1].name",
+        "plugin 'y' is not in this build",
+    )
+    .await;
+    let node = cp
+        .wait_node("node-l", "nacked", |n| n.state == "nacked")
+        .await;
+    assert_eq!(node.nacked_version, v3);
+    assert_eq!(node.behind_versions, 2, "v2 and v3 are missing: {node:?}");
+    // Out of sync since the first version it missed was applied.
+    let mut admin = cp.admin_client().await;
+    let history = admin
+        .history(portico_proto::v1::HistoryRequest {
+            group: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v2_applied = &history.entries[1].applied_at;
+    assert_eq!(&node.out_of_sync_since, v2_applied, "{node:?}");
+    // Still serving v1, with v1's propagation time.
+    assert_eq!(node.serving_version, v1);
+    assert_eq!(node.propagation_micros, propagated);
+
+    // The REST view says the same, errors with their paths.
+    let (status, body) = harness::get_json(&cp.url("/clustering/data-planes"), &[]).await;
+    assert_eq!(status, 200);
+    let n = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "node-l")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(n["state"], "nacked");
+    assert_eq!(n["nacked_version"], v3);
+    assert_eq!(
+        n["nack_errors"],
+        serde_json::json!([{
+            "path": "services[0].plugins[1].name",
+            "message": "plugin 'y' is not in this build"
+        }])
+    );
+    assert_eq!(n["behind_versions"], 2);
+    assert_eq!(n["out_of_sync_since"], v2_applied.as_str());
+    assert!(n["out_of_sync_for_ms"].as_u64().is_some(), "{n}");
+    assert!(n["propagation_ms"].as_f64().unwrap() > 0.0, "{n}");
+
+    // A reconnect serving the same version keeps its propagation time.
+    dp.close();
+    cp.wait_node("node-l", "disconnected", |n| n.state == "disconnected")
+        .await;
+    let v1_hash = node.serving_hash.clone();
+    let dp = FakeDp::plain(&cp, "node-l", "default", (v1, &v1_hash)).await;
+    let node = dp.barrier(&cp, 41).await;
+    assert_eq!(node.propagation_micros, propagated, "{node:?}");
+    assert_eq!(node.out_of_sync_since, *v2_applied, "{node:?}");
+    cp.stop().await;
+}

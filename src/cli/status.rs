@@ -51,12 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|d| {
             let state = if d.state == "nacked" {
-                let errs: Vec<String> = d
-                    .nack_errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.path, e.message))
-                    .collect();
-                format!("nacked v{}: {}", d.nacked_version, errs.join("; "))
+                format!("nacked v{}", d.nacked_version)
             } else {
                 d.state.clone()
             };
@@ -66,6 +61,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 d.address.clone(),
                 d.serving_version.to_string(),
                 format!("{} ms", d.last_apply_micros / 1000),
+                propagation(d.propagation_micros),
+                lag(d.behind_versions, d.out_of_sync_for_ms),
                 d.last_seen.clone(),
                 state,
             ]
@@ -81,15 +78,84 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "ADDRESS",
                 "SERVING",
                 "LAST APPLY",
+                "PROPAGATION",
+                "LAG",
                 "LAST SEEN",
                 "STATE",
             ],
             &dps,
         );
     }
+    // Refusals under the table, one error per line: paths and messages are too long for a cell.
+    for d in fleet
+        .data_planes
+        .iter()
+        .filter(|d| !d.nack_errors.is_empty())
+    {
+        println!();
+        println!(
+            "{} refused version {} ({} error{}):",
+            d.node_id,
+            d.nacked_version,
+            d.nack_errors.len(),
+            if d.nack_errors.len() == 1 { "" } else { "s" }
+        );
+        for e in &d.nack_errors {
+            if e.path.is_empty() {
+                println!("  {}", e.message);
+            } else {
+                println!("  {}: {}", e.path, e.message);
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The PROPAGATION cell: the served version's time from the control plane to this node's ACK.
+fn propagation(micros: u64) -> String {
+    match micros {
+        0 => "-".to_owned(),
+        m if m < 10_000 => format!("{:.1} ms", m as f64 / 1000.0),
+        m => duration(m / 1000),
+    }
+}
+
+/// The LAG cell: versions behind the group's live one, and for how long.
+fn lag(behind: u64, for_ms: u64) -> String {
+    if behind == 0 {
+        return "-".to_owned();
+    }
+    format!("{behind} behind, {}", duration(for_ms))
+}
+
+/// `850 ms`, `12.3 s`, `4m 05s`, `3h 02m`, `2d 05h`.
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m {:02}s", s / 60, s % 60),
+        3_600_000..86_400_000 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
 }
 
 fn short(h: &str) -> String {
     h[..h.len().min(12)].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_and_propagation_cells_read_at_a_glance() {
+        assert_eq!(lag(0, 0), "-");
+        assert_eq!(lag(2, 75_000), "2 behind, 1m 15s");
+        assert_eq!(lag(1, 3 * 86_400_000 + 3_600_000), "1 behind, 3d 01h");
+        assert_eq!(propagation(0), "-");
+        assert_eq!(propagation(4_300), "4.3 ms");
+        assert_eq!(propagation(850_000), "850 ms");
+        assert_eq!(propagation(12_340_000), "12.3 s");
+    }
 }

@@ -2,6 +2,8 @@
 //! (`accepted: false` with every error), not a gRPC error; unknown groups and versions are
 //! `NotFound`. Authentication happens before this service is reached (see `admin::auth`).
 
+use std::time::SystemTime;
+
 use portico_common::ConfigIssue;
 use portico_proto::v1::{
     admin_server::Admin, ApplyRequest, ApplyResponse, ConfigDocument, ConfigError, DataPlaneInfo,
@@ -10,7 +12,7 @@ use portico_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::fleet::NodeView;
+use crate::fleet::{fill_lag, NodeView};
 use crate::state::{Applied, ApplyError, ControlPlane, DEFAULT_GROUP};
 use crate::store::VersionRecord;
 
@@ -96,8 +98,8 @@ fn document(r: &VersionRecord) -> ConfigDocument {
     }
 }
 
-/// The wire form of a registry entry.
-pub fn data_plane_info(n: &NodeView) -> DataPlaneInfo {
+/// The wire form of a registry entry (with its lag filled by `fleet::fill_lag`), at `now`.
+pub fn data_plane_info(n: &NodeView, now: SystemTime) -> DataPlaneInfo {
     DataPlaneInfo {
         node_id: n.node_id.clone(),
         group: n.group.clone(),
@@ -116,7 +118,22 @@ pub fn data_plane_info(n: &NodeView) -> DataPlaneInfo {
             .unwrap_or_default(),
         last_apply_micros: n.last_apply_micros,
         active_connections: n.active_connections,
+        propagation_micros: n
+            .propagation
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        behind_versions: n.behind_versions,
+        out_of_sync_since: n
+            .out_of_sync_since
+            .map(|t| humantime::format_rfc3339_millis(t).to_string())
+            .unwrap_or_default(),
+        out_of_sync_for_ms: n.out_of_sync_since.map_or(0, |t| millis_since(t, now)),
     }
+}
+
+/// Milliseconds from `t` to `now` (0 if `t` is later).
+pub(crate) fn millis_since(t: SystemTime, now: SystemTime) -> u64 {
+    now.duration_since(t)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[tonic::async_trait]
@@ -197,12 +214,10 @@ impl Admin for AdminService {
                 applied_at: r.applied_at.clone(),
             })
             .collect();
-        let data_planes = self
-            .cp
-            .fleet_view(filter)
-            .iter()
-            .map(data_plane_info)
-            .collect();
+        let mut nodes = self.cp.fleet_view(filter);
+        fill_lag(&mut nodes, |g| self.cp.history(g).ok());
+        let now = SystemTime::now();
+        let data_planes = nodes.iter().map(|n| data_plane_info(n, now)).collect();
         Ok(Response::new(FleetResponse {
             groups,
             data_planes,

@@ -3,13 +3,16 @@
 //! `{"data": [...]}` from the live snapshot, `GET /clustering/data-planes` shows the fleet.
 //! Listings never show credential secrets (key-auth keys, jwt secrets, basic-auth hashes).
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
-use crate::fleet::{NodeState, NodeView};
+use crate::admin::grpc::millis_since;
+use crate::fleet::{fill_lag, NodeState, NodeView};
 use crate::state::{ApplyError, ControlPlane, DEFAULT_GROUP};
 
 /// Largest accepted config body (Kong's `cluster_max_payload` default is 16 MiB compressed).
@@ -243,11 +246,14 @@ fn history(cp: &ControlPlane, group: &str) -> Response<Full<Bytes>> {
 }
 
 fn data_planes(cp: &ControlPlane) -> Response<Full<Bytes>> {
-    let data: Vec<Value> = cp.fleet_view(None).iter().map(node_json).collect();
+    let mut nodes = cp.fleet_view(None);
+    fill_lag(&mut nodes, |g| cp.history(g).ok());
+    let now = SystemTime::now();
+    let data: Vec<Value> = nodes.iter().map(|n| node_json(n, now)).collect();
     json(StatusCode::OK, &json!({ "data": data, "next": null }))
 }
 
-fn node_json(n: &NodeView) -> Value {
+fn node_json(n: &NodeView, now: SystemTime) -> Value {
     let ip = n
         .address
         .parse::<std::net::SocketAddr>()
@@ -274,6 +280,13 @@ fn node_json(n: &NodeView) -> Value {
             .collect::<Vec<_>>()).unwrap_or_default(),
         "last_apply_micros": n.last_apply_micros,
         "active_connections": n.active_connections,
+        // From the control plane storing the served version to this node's ACK; null when
+        // this control plane has not seen the node ACK it.
+        "propagation_ms": n.propagation.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+        "behind_versions": n.behind_versions,
+        "out_of_sync_since": n.out_of_sync_since
+            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        "out_of_sync_for_ms": n.out_of_sync_since.map(|t| millis_since(t, now)),
     })
 }
 
