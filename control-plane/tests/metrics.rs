@@ -1,6 +1,6 @@
 //! `/metrics` on the admin listener: behind the admin token, data planes by group and state,
 //! the apply-to-ACK propagation histogram, each group's live version, and a clean
-//! `promtool check metrics` when promtool is installed.
+//! `promtool check metrics`.
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -110,12 +110,13 @@ async fn fleet_states_and_propagation_after_an_apply() {
     cp.stop().await;
 }
 
-/// `promtool check metrics` on `text`, when promtool is installed (CI installs it).
+/// `promtool check metrics` on `text` (promtool must be installed; `.ci/run` installs it).
 fn promtool_check(text: &str) {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        println!("note: promtool not installed; skipping `promtool check metrics`");
-        return;
-    }
+    assert!(
+        Command::new("promtool").arg("--version").output().is_ok(),
+        "promtool is missing: install it (`apt-get install -y prometheus`; .ci/run does) so the \
+         exposition is checked"
+    );
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -133,9 +133,11 @@ pub async fn handle(
     if let Some((name, value)) = observed.trace.as_ref().and_then(|t| t.response_header()) {
         resp.headers_mut().insert(name, value);
     }
-    let egress = shared
-        .metrics
-        .record(&observed, &method, &resp, start.elapsed(), bytes_in);
+    let egress = telemetry.metrics.then(|| {
+        shared
+            .metrics
+            .record(&observed, &method, &resp, start.elapsed(), bytes_in)
+    });
     let tail = (log_start.is_some() || observed.trace.is_some()).then(|| {
         Box::new(Tail {
             status: resp.status().as_u16(),
@@ -147,13 +149,13 @@ pub async fn handle(
     });
     match resp.body_mut() {
         ProxyBody::Upstream(body) => {
-            body.end.egress = Some(egress);
+            body.end.egress = egress;
             body.end.tail = tail;
         }
         full => {
             let n = full.size_hint().exact().unwrap_or(0);
-            if n > 0 {
-                egress.inc_by(n);
+            if let Some(c) = egress.filter(|_| n > 0) {
+                c.inc_by(n);
             }
             if let Some(tail) = tail {
                 tail.finish(n, true);

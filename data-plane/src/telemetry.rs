@@ -33,11 +33,14 @@ pub struct TelemetryOptions {
     pub sampling_rate: f64,
     /// `service.instance.id` of the spans.
     pub node_id: String,
+    /// `--metrics`: record per-request Prometheus metrics (node gauges are always served).
+    pub metrics: bool,
 }
 
 impl Default for TelemetryOptions {
     fn default() -> Self {
         TelemetryOptions {
+            metrics: true,
             access_log: None,
             otlp_endpoint: None,
             sampling_rate: DEFAULT_SAMPLING_RATE,
@@ -54,11 +57,14 @@ pub struct Telemetry {
     pub tracing: Option<Arc<Tracing>>,
     pub sampling_rate: f64,
     pub node_id: String,
+    /// Per-request metrics are recorded.
+    pub metrics: bool,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry {
+            metrics: true,
             access_log: None,
             tracing: None,
             sampling_rate: DEFAULT_SAMPLING_RATE,
@@ -103,6 +109,7 @@ impl Telemetry {
             None => None,
         };
         Ok(Telemetry {
+            metrics: opts.metrics,
             access_log,
             tracing,
             sampling_rate: opts.sampling_rate,

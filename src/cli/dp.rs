@@ -149,6 +149,10 @@ pub struct ListenArgs {
     /// `opentelemetry` plugins without `sampling_rate`.
     #[arg(long, env = "PORTICO_TRACING_SAMPLING_RATE", default_value_t = portico_data_plane::telemetry::DEFAULT_SAMPLING_RATE)]
     pub tracing_sampling_rate: f64,
+    /// Per-request Prometheus metrics on the status listener's /metrics: `on` or `off` (node
+    /// gauges such as connections, target health and config version are always served).
+    #[arg(long, env = "PORTICO_METRICS", default_value = "on", value_parser = ["on", "off"])]
+    pub metrics: String,
 }
 
 impl ListenArgs {
@@ -171,6 +175,7 @@ impl ListenArgs {
             otlp_endpoint: self.otlp_endpoint.clone(),
             sampling_rate: self.tracing_sampling_rate,
             node_id: String::new(),
+            metrics: self.metrics == "on",
         }
     }
 }

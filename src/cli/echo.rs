@@ -38,7 +38,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Serves the echo service on `listener` forever.
 pub async fn serve(listener: TcpListener) {
-    tracing::info!(addr = ?listener.local_addr().ok(), "echo listening");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(addr = %addr, "echo listening");
+    }
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -1,0 +1,347 @@
+//! Telemetry overhead benchmark (not a test): the request rate of a data plane with the access
+//! log and 100%-sampled tracing on, against the same data plane with them off, in one run.
+//!
+//! ```sh
+//! apt-get install -y wrk   # the load generator
+//! cargo build --release && cargo run --release --example telemetry_overhead -- [rounds] [seconds] [connections]
+//! ```
+//! Starts `portico echo` (the upstream) and two `portico dp --config` processes (release
+//! binaries next to this example) on loopback: "off" with the defaults (Prometheus metrics are
+//! always recorded; `--metrics off` turns them off for the baseline), "on" with metrics,
+//! `--access-log FILE` and `--otlp-endpoint` to an OTLP/gRPC collector running in this process
+//! with `--tracing-sampling-rate 1`. Then runs `wrk` against each, alternating which goes
+//! first every round, and prints each run, the medians, and the ratio on/off. At the end it
+//! checks the "on" node really logged and traced: access-log lines and spans received.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("portico");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release` first",
+        p.display()
+    );
+    p
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns portico with JSON logs; returns it and the address it reports for `name`.
+fn spawn(args: &[String], name: &str) -> (Proc, String) {
+    let mut child = Command::new(binary())
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("PORTICO_LOG", "warn,portico_data_plane=info,portico=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portico");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let needle = format!("{name} listening");
+    let addr = loop {
+        let line = lines.next().expect("portico exited").unwrap();
+        if line.contains(&needle) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    // Keep draining; show warnings and errors (a failing exporter says so).
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
+                eprintln!("{line}");
+            }
+        }
+    });
+    (Proc(child), addr)
+}
+
+/// A minimal OTLP/gRPC sink: reads each export and answers OK without decoding it, so the
+/// collector's own CPU (it shares the machine) stays small next to the gateway's. It counts
+/// exports and bytes; `data-plane/tests/telemetry.rs` checks what the spans contain.
+async fn sink(
+    req: http::Request<hyper::body::Incoming>,
+    exports: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+) -> Result<http::Response<GrpcOk>, std::convert::Infallible> {
+    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+    if let Ok(b) = body {
+        exports.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+    }
+    Ok(http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(GrpcOk(0))
+        .unwrap())
+}
+
+/// An empty gRPC message (the export response) followed by `grpc-status: 0` trailers.
+struct GrpcOk(u8);
+
+impl http_body::Body for GrpcOk {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(match self.0 {
+            1 => Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))),
+            2 => {
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Some(Ok(http_body::Frame::trailers(t)))
+            }
+            _ => None,
+        })
+    }
+}
+
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+}
+
+fn wrk(url: &str, seconds: u64, connections: usize) -> Run {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .expect("wrk is not installed: apt-get install -y wrk");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !text.contains("Non-2xx"),
+        "the load got errors from {url}:\n{text}"
+    );
+    let field = |prefix: &str| -> Option<String> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+    };
+    let ms = |v: String| -> f64 {
+        let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = n.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => n / 1000.0,
+            "s" => n * 1000.0,
+            _ => n,
+        }
+    };
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Run {
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}")),
+        p50_ms: field("50%").map(ms).unwrap_or(f64::NAN),
+        p99_ms: field("99%").map(ms).unwrap_or(f64::NAN),
+        requests,
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat: 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rounds = args.first().copied().unwrap_or(5);
+    let seconds = args.get(1).copied().unwrap_or(5);
+    let connections = args.get(2).copied().unwrap_or(50) as usize;
+
+    let spans = Arc::new(AtomicU64::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let collector = listener.local_addr().unwrap();
+    let (exports, export_bytes) = (Arc::clone(&spans), Arc::new(AtomicU64::new(0)));
+    let bytes_seen = Arc::clone(&export_bytes);
+    // The collector runs on its own runtime and thread, so the load phases (blocking on wrk)
+    // never stall it.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (e, b) = (Arc::clone(&exports), Arc::clone(&bytes_seen));
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            sink(req, Arc::clone(&e), Arc::clone(&b))
+                        });
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                    });
+                }
+            })
+    });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let echo_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (_echo, echo) = spawn(
+        &[
+            "echo".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{echo_port}"),
+        ],
+        "echo",
+    );
+    let config = tmp.path().join("kong.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: bench\n    url: http://{echo}\n    routes:\n      - name: bench\n        paths: [/bench]\n"
+        ),
+    )
+    .unwrap();
+    let access_log = tmp.path().join("access.log");
+    let dp = |extra: Vec<String>| {
+        let mut a: Vec<String> = vec![
+            "dp".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--proxy-listen".into(),
+            "127.0.0.1:0".into(),
+            "--status-listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        a.extend(extra);
+        spawn(&a, "proxy")
+    };
+    let (off_proc, off) = dp(vec!["--metrics".into(), "off".into()]);
+    // TELEMETRY_ON=log|trace measures one of the two alone (default: both).
+    let only = std::env::var("TELEMETRY_ON").unwrap_or_default();
+    let mut on_args: Vec<String> = Vec::new();
+    if only != "trace" {
+        on_args.extend(["--access-log".into(), access_log.display().to_string()]);
+    }
+    if only != "log" {
+        on_args.extend([
+            "--otlp-endpoint".into(),
+            format!("http://{collector}"),
+            "--tracing-sampling-rate".into(),
+            "1".into(),
+        ]);
+    }
+    let (on_proc, on) = dp(on_args);
+    let pids = [off_proc.0.id(), on_proc.0.id()];
+    println!(
+        "wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds, alternating; upstream `portico echo`"
+    );
+    // Warm both (connection pools, allocator) before measuring.
+    wrk(&format!("http://{off}/bench"), 1, connections);
+    wrk(&format!("http://{on}/bench"), 1, connections);
+    let (exports_before, bytes_before) = (
+        spans.load(Ordering::Relaxed),
+        export_bytes.load(Ordering::Relaxed),
+    );
+
+    let (mut rps_off, mut rps_on, mut p99_off, mut p99_on) = (vec![], vec![], vec![], vec![]);
+    let (mut cpu_off, mut cpu_on) = (vec![], vec![]);
+    let mut requests_on = 0;
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for telemetry in order {
+            let addr = if telemetry { &on } else { &off };
+            let pid = pids[usize::from(telemetry)];
+            let cpu_before = cpu_seconds(pid);
+            let r = wrk(&format!("http://{addr}/bench"), seconds, connections);
+            let cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6 / r.requests.max(1) as f64;
+            println!(
+                "  round {round} {:<3} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  data-plane CPU {cpu_us:>5.1} µs/request",
+                if telemetry { "on" } else { "off" },
+                r.rps,
+                r.p50_ms,
+                r.p99_ms
+            );
+            if telemetry { &mut cpu_on } else { &mut cpu_off }.push(cpu_us);
+            if telemetry {
+                rps_on.push(r.rps);
+                p99_on.push(r.p99_ms);
+                requests_on += r.requests;
+            } else {
+                rps_off.push(r.rps);
+                p99_off.push(r.p99_ms);
+            }
+        }
+    }
+    let (off_m, on_m) = (median(rps_off), median(rps_on));
+    println!(
+        "data-plane CPU per request (median): off {:.1} µs, on {:.1} µs",
+        median(cpu_off),
+        median(cpu_on)
+    );
+    println!(
+        "median: off {off_m:.0} req/s (p99 {:.2} ms), on {on_m:.0} req/s (p99 {:.2} ms): on/off = {:.3}",
+        median(p99_off),
+        median(p99_on),
+        on_m / off_m
+    );
+    // Let the last batch of spans arrive (the exporter sends every 500 ms).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let lines = std::fs::read_to_string(&access_log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    println!(
+        "the 'on' node: {lines} access-log lines; the collector got {} OTLP exports ({:.1} MB) for {requests_on} measured requests",
+        spans.load(Ordering::Relaxed) - exports_before,
+        (export_bytes.load(Ordering::Relaxed) - bytes_before) as f64 / 1e6
+    );
+}
