@@ -15,36 +15,15 @@
 //! rest of "push" is transfer and waiting for CPU when many data planes share few cores.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portico_proto::v1::admin_client::AdminClient;
 use portico_proto::v1::{ApplyRequest, FleetRequest};
 
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/release/examples/propagation -> target/release/portico
-    let p = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("portico");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release` first",
-        p.display()
-    );
-    p
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "support/procs.rs"]
+mod procs;
+use procs::{binary, Proc};
 
 /// Spawns portico with JSON logs and returns it with the addresses it reported for `names`.
 fn spawn(

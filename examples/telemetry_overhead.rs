@@ -11,38 +11,18 @@
 //! `--access-log FILE` and `--otlp-endpoint` to an OTLP/gRPC collector running in this process
 //! with `--tracing-sampling-rate 1`. Then runs `wrk` against each, alternating which goes
 //! first every round, and prints each run, the medians, and the ratio on/off. At the end it
-//! checks the "on" node really logged and traced: access-log lines and spans received.
+//! checks the "on" node really logged and traced: access-log lines, OTLP exports and bytes.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
 
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let p = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("portico");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release` first",
-        p.display()
-    );
-    p
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "support/procs.rs"]
+mod procs;
+use procs::{binary, Proc};
 
 /// Spawns portico with JSON logs; returns it and the address it reports for `name`.
 fn spawn(args: &[String], name: &str) -> (Proc, String) {
