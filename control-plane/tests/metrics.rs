@@ -5,8 +5,8 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+#[path = "../../test-support/promtool.rs"]
+mod promtool;
 
 use harness::{config, eventually, http, start, FakeDp};
 use hyper::Method;
@@ -90,7 +90,7 @@ async fn fleet_states_and_propagation_after_an_apply() {
         Some(1.0),
         "{text}"
     );
-    promtool_check(&text);
+    promtool::check_metrics(&text);
 
     let (status, om) = http(
         Method::GET,
@@ -108,33 +108,4 @@ async fn fleet_states_and_propagation_after_an_apply() {
     dp.close();
     bad.close();
     cp.stop().await;
-}
-
-/// `promtool check metrics` on `text` (promtool must be installed; `.ci/run` installs it).
-fn promtool_check(text: &str) {
-    assert!(
-        Command::new("promtool").arg("--version").output().is_ok(),
-        "promtool is missing: install it (`apt-get install -y prometheus`; .ci/run does) so the \
-         exposition is checked"
-    );
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -7,8 +7,8 @@ mod harness;
 #[path = "support/mock_cp.rs"]
 mod mock_cp;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+#[path = "../../test-support/promtool.rs"]
+mod promtool;
 
 use bytes::Bytes;
 use harness::{get, Gateway, Upstream};
@@ -223,7 +223,7 @@ async fn request_metrics_count_known_traffic_with_config_labels_only() {
     assert!(!text.contains("secret-4711"), "raw path leaked:\n{text}");
     assert!(!text.contains("no-such-route"), "raw path leaked:\n{text}");
     assert!(!text.contains("127.0.0.1"), "host leaked:\n{text}");
-    promtool_check(&text);
+    promtool::check_metrics(&text);
 
     let (om, ct) = scrape_as(
         &gw,
@@ -320,7 +320,7 @@ plugins:
             v,
         );
     }
-    promtool_check(&text);
+    promtool::check_metrics(&text);
     gw.stop().await;
 }
 
@@ -382,38 +382,9 @@ async fn control_plane_link_and_last_apply_gauges() {
         "portico_config_last_apply_duration_seconds",
         ack.apply_micros as f64 / 1e6,
     );
-    promtool_check(&text);
+    promtool::check_metrics(&text);
     let _ = shutdown.send(true);
     let _ = tokio::time::timeout(mock_cp::WAIT, task).await;
-}
-
-/// `promtool check metrics` on `text` (promtool must be installed; `.ci/run` installs it).
-fn promtool_check(text: &str) {
-    assert!(
-        Command::new("promtool").arg("--version").output().is_ok(),
-        "promtool is missing: install it (`apt-get install -y prometheus`; .ci/run does) so the \
-         exposition is checked"
-    );
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A chunked response of unknown length is counted as it streams, as is the access log's
