@@ -348,7 +348,7 @@ async fn proxy(
         let (route_label, service_label) = observed.route_labels().unzip();
         let name = format!(
             "{} {}",
-            crate::metrics::method_label(&parts.method),
+            method_label(&parts.method),
             route_label.as_deref().unwrap_or("")
         );
         let mut attributes = vec![
@@ -420,7 +420,11 @@ async fn proxy(
         }
         ctx.identity_headers(req.headers);
         query = req.query;
-        if let Some(consumer) = ctx.consumer {
+        // The consumer's name is copied only for a span or a log line to carry.
+        if let Some(consumer) = ctx
+            .consumer
+            .filter(|_| observed.trace.is_some() || observed.logging)
+        {
             let name = consumer
                 .username
                 .clone()
