@@ -7,6 +7,7 @@
 //! decoding, shows up as a mismatch (and the receiver asks for the whole snapshot).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,11 +38,12 @@ pub struct Delta {
 
 /// The changes to one collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+#[serde(bound(serialize = "T: Serialize", deserialize = "T: Deserialize<'de>"))]
 pub struct Changes<T> {
-    /// New entities and changed ones (whole), by id.
+    /// New entities and changed ones (whole), by id; shared with the snapshot they come from
+    /// or go to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub upsert: Vec<T>,
+    pub upsert: Vec<Arc<T>>,
     /// Ids of entities that are gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<Uuid>,
@@ -68,7 +70,7 @@ impl<T> Changes<T> {
 }
 
 /// An entity of a snapshot collection.
-trait Entity: Clone + Serialize {
+trait Entity: Serialize {
     fn id(&self) -> Uuid;
 }
 
@@ -208,9 +210,9 @@ impl Delta {
 }
 
 fn changes<T: Entity>(
-    old: &[T],
+    old: &[Arc<T>],
     old_digests: &HashMap<Uuid, EntityDigest>,
-    new: &[T],
+    new: &[Arc<T>],
     new_digests: &HashMap<Uuid, EntityDigest>,
 ) -> Changes<T> {
     let upsert = new
@@ -227,17 +229,17 @@ fn changes<T: Entity>(
     let mut seen = HashSet::new();
     let remove = old
         .iter()
-        .map(Entity::id)
+        .map(|e| e.id())
         .filter(|id| !new_digests.contains_key(id) && seen.insert(*id))
         .collect();
     Changes { upsert, remove }
 }
 
-type Applied<T> = (Vec<T>, HashMap<Uuid, EntityDigest>);
+type Applied<T> = (Vec<Arc<T>>, HashMap<Uuid, EntityDigest>);
 
 fn apply_changes<T: Entity>(
     collection: &str,
-    base: &[T],
+    base: &[Arc<T>],
     base_digests: &HashMap<Uuid, EntityDigest>,
     changes: &Changes<T>,
 ) -> Result<Applied<T>, ConfigIssue> {
@@ -289,9 +291,9 @@ fn apply_changes<T: Entity>(
             Some(&u) if placed[u] => {}
             Some(&u) => {
                 placed[u] = true;
-                out.push(changes.upsert[u].clone());
+                out.push(Arc::clone(&changes.upsert[u]));
             }
-            None => out.push(e.clone()),
+            None => out.push(Arc::clone(e)),
         }
     }
     out.extend(
@@ -300,7 +302,7 @@ fn apply_changes<T: Entity>(
             .iter()
             .zip(&placed)
             .filter(|(_, &p)| !p)
-            .map(|(e, _)| e.clone()),
+            .map(|(e, _)| Arc::clone(e)),
     );
 
     let mut digests = base_digests.clone();
@@ -308,7 +310,7 @@ fn apply_changes<T: Entity>(
         digests.remove(id);
     }
     for e in &changes.upsert {
-        digests.insert(e.id(), entity_digest(e));
+        digests.insert(e.id(), entity_digest(&**e));
     }
     Ok((out, digests))
 }

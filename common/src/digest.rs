@@ -222,6 +222,7 @@ mod tests {
     use super::*;
     use crate::snapshot::{Plugin, Route};
     use serde_json::json;
+    use std::sync::Arc;
 
     fn route(n: u128) -> Route {
         Route {
@@ -305,7 +306,7 @@ mod tests {
     fn root_ignores_entity_order_but_not_content() {
         let mut a = Snapshot {
             source_format_version: "3.0".into(),
-            routes: (1..=5).map(route).collect(),
+            routes: (1..=5).map(route).map(Arc::new).collect(),
             ..Snapshot::default()
         };
         let root = Digests::of(&a).root("3.0");
@@ -313,7 +314,7 @@ mod tests {
         a.routes.reverse();
         assert_eq!(Digests::of(&a).root("3.0"), root);
         assert_ne!(Digests::of(&a).root("2.1"), root);
-        a.routes[2].tags.push("x".into());
+        Arc::make_mut(&mut a.routes[2]).tags.push("x".into());
         assert_ne!(Digests::of(&a).root("3.0"), root);
         // An entity moved to another collection is another content.
         let moved = Digests {
@@ -342,11 +343,11 @@ mod tests {
     #[test]
     fn duplicate_ids_still_cover_both_entities() {
         let mut a = Snapshot {
-            routes: vec![route(1), route(1)],
+            routes: vec![Arc::new(route(1)), Arc::new(route(1))],
             ..Snapshot::default()
         };
         let root = Digests::of(&a).root("3.0");
-        a.routes[1].tags.push("x".into());
+        Arc::make_mut(&mut a.routes[1]).tags.push("x".into());
         assert_ne!(Digests::of(&a).root("3.0"), root);
         a.routes.truncate(1);
         assert_ne!(Digests::of(&a).root("3.0"), root);

@@ -254,11 +254,11 @@ pub(crate) fn load_with(
     }
     let mut snapshot = Snapshot {
         source_format_version: version,
-        services,
-        routes,
-        upstreams,
-        consumers,
-        plugins,
+        services: crate::snapshot::shared(services),
+        routes: crate::snapshot::shared(routes),
+        upstreams: crate::snapshot::shared(upstreams),
+        consumers: crate::snapshot::shared(consumers),
+        plugins: crate::snapshot::shared(plugins),
         hash: String::new(),
     };
     let digests = Digests::of(&snapshot);

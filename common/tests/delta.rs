@@ -2,9 +2,10 @@
 //! over many random-ish edits of every collection; the wire form; refused deltas.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use portico_common::digest::{entity_digest, Digests};
-use portico_common::snapshot::{Acl, Snapshot, Target};
+use portico_common::snapshot::{Acl, Route, Snapshot, Target, Upstream};
 use portico_common::{load_str, Changes, Delta};
 use serde_json::json;
 use uuid::Uuid;
@@ -60,32 +61,32 @@ fn edit(s: &mut Snapshot, rng: &mut Rng) {
     match rng.below(16) {
         0 if !s.routes.is_empty() => {
             let i = rng.below(s.routes.len());
-            s.routes[i].paths.push(format!("/p{n}"));
+            Arc::make_mut(&mut s.routes[i]).paths.push(format!("/p{n}"));
         }
         1 if !s.routes.is_empty() => {
-            let mut r = s.routes[rng.below(s.routes.len())].clone();
+            let mut r = (*s.routes[rng.below(s.routes.len())]).clone();
             r.id = rng.id();
             r.name = Some(format!("r{n}"));
-            s.routes.push(r);
+            s.routes.push(Arc::new(r));
         }
         2 if !s.routes.is_empty() => {
             s.routes.remove(rng.below(s.routes.len()));
         }
         3 if !s.services.is_empty() => {
             let i = rng.below(s.services.len());
-            s.services[i].port = s.services[i].port.wrapping_add(1);
+            Arc::make_mut(&mut s.services[i]).port = s.services[i].port.wrapping_add(1);
         }
         4 if !s.services.is_empty() => {
-            let mut svc = s.services[rng.below(s.services.len())].clone();
+            let mut svc = (*s.services[rng.below(s.services.len())]).clone();
             svc.id = rng.id();
-            s.services.push(svc);
+            s.services.push(Arc::new(svc));
         }
         5 if !s.services.is_empty() => {
             s.services.remove(rng.below(s.services.len()));
         }
         6 if !s.plugins.is_empty() => {
             let i = rng.below(s.plugins.len());
-            let config = &mut s.plugins[i].config;
+            let config = &mut Arc::make_mut(&mut s.plugins[i]).config;
             if let Some(obj) = config.as_object_mut() {
                 obj.insert(
                     format!("k{}", n % 7),
@@ -94,10 +95,10 @@ fn edit(s: &mut Snapshot, rng: &mut Rng) {
             }
         }
         7 if !s.plugins.is_empty() => {
-            let mut p = s.plugins[rng.below(s.plugins.len())].clone();
+            let mut p = (*s.plugins[rng.below(s.plugins.len())]).clone();
             p.id = rng.id();
             p.enabled = !p.enabled;
-            s.plugins.push(p);
+            s.plugins.push(Arc::new(p));
         }
         8 if !s.plugins.is_empty() => {
             s.plugins.remove(rng.below(s.plugins.len()));
@@ -109,22 +110,22 @@ fn edit(s: &mut Snapshot, rng: &mut Rng) {
                 group: format!("g{n}"),
                 tags: vec![],
             };
-            s.consumers[i].acls.push(acl);
+            Arc::make_mut(&mut s.consumers[i]).acls.push(acl);
         }
         10 if !s.consumers.is_empty() => {
             s.consumers.remove(rng.below(s.consumers.len()));
         }
         11 if !s.consumers.is_empty() => {
-            let mut c = s.consumers[rng.below(s.consumers.len())].clone();
+            let mut c = (*s.consumers[rng.below(s.consumers.len())]).clone();
             c.id = rng.id();
             c.username = Some(format!("u{n}"));
-            s.consumers.push(c);
+            s.consumers.push(Arc::new(c));
         }
         12 if !s.upstreams.is_empty() => {
             let i = rng.below(s.upstreams.len());
-            match s.upstreams[i].targets.first_mut() {
+            match Arc::make_mut(&mut s.upstreams[i]).targets.first_mut() {
                 Some(t) => t.weight = t.weight.wrapping_add(1),
-                None => s.upstreams[i].targets.push(Target {
+                None => Arc::make_mut(&mut s.upstreams[i]).targets.push(Target {
                     id: rng.id(),
                     target: "10.9.9.9:80".into(),
                     host: "10.9.9.9".into(),
@@ -136,12 +137,12 @@ fn edit(s: &mut Snapshot, rng: &mut Rng) {
         }
         13 if !s.upstreams.is_empty() => {
             let i = rng.below(s.upstreams.len());
-            let hc = &mut s.upstreams[i].healthchecks;
+            let hc = &mut Arc::make_mut(&mut s.upstreams[i]).healthchecks;
             hc["active"]["healthy"]["interval"] = json!(n % 30);
         }
         14 => {
             let mut u = match s.upstreams.first() {
-                Some(u) => u.clone(),
+                Some(u) => Upstream::clone(u),
                 None => return,
             };
             u.id = rng.id();
@@ -149,7 +150,7 @@ fn edit(s: &mut Snapshot, rng: &mut Rng) {
             if rng.below(2) == 0 {
                 s.upstreams.clear();
             }
-            s.upstreams.push(u);
+            s.upstreams.push(Arc::new(u));
         }
         _ => {
             s.source_format_version = ["1.1", "2.1", "3.0"][rng.below(3)].to_owned();
@@ -251,14 +252,14 @@ fn a_version_change_alone_changes_the_hash() {
 fn apply_keeps_base_order_replaces_in_place_and_appends() {
     let (a, da) = base();
     assert_eq!(a.routes.len(), 3);
-    let mut changed = a.routes[1].clone();
+    let mut changed = Route::clone(&a.routes[1]);
     changed.tags.push("new".into());
-    let mut added = a.routes[0].clone();
+    let mut added = Route::clone(&a.routes[0]);
     added.id = Uuid::from_u128(42);
     let delta = Delta {
         source_format_version: a.source_format_version.clone(),
         routes: Changes {
-            upsert: vec![added.clone(), changed.clone()],
+            upsert: vec![Arc::new(added.clone()), Arc::new(changed.clone())],
             remove: vec![a.routes[0].id],
         },
         ..Delta::default()
@@ -267,7 +268,7 @@ fn apply_keeps_base_order_replaces_in_place_and_appends() {
     let (applied, digests) = delta.apply(&a, &da).unwrap();
     let ids: Vec<Uuid> = applied.routes.iter().map(|r| r.id).collect();
     assert_eq!(ids, [a.routes[1].id, a.routes[2].id, added.id]);
-    assert_eq!(applied.routes[0], changed);
+    assert_eq!(*applied.routes[0], changed);
     assert_eq!(digests.routes[&changed.id], entity_digest(&changed));
     assert_eq!(applied.services, a.services);
     assert_eq!(applied.hash, applied.compute_hash());
@@ -278,7 +279,7 @@ fn wire_form_leaves_out_empty_parts_and_accepts_them_missing() {
     let (a, da) = base();
     let mut b = a.clone();
     b.routes.remove(0);
-    b.plugins[0].enabled = false;
+    Arc::make_mut(&mut b.plugins[0]).enabled = false;
     let delta = Delta::between(&a, &da, &b, &Digests::of(&b));
     let value = serde_json::to_value(&delta).unwrap();
     let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
@@ -371,11 +372,11 @@ fn bad_deltas_are_refused_naming_collection_and_id() {
 fn a_field_lost_in_decoding_shows_as_a_hash_mismatch() {
     let (a, da) = base();
     let mut b = a.clone();
-    b.routes[0].tags.push("x".into());
+    Arc::make_mut(&mut b.routes[0]).tags.push("x".into());
     let db = Digests::of(&b);
     let mut delta = Delta::between(&a, &da, &b, &db);
     // A receiver whose build drops `tags` while decoding.
-    delta.routes.upsert[0].tags.clear();
+    Arc::make_mut(&mut delta.routes.upsert[0]).tags.clear();
     let (applied, _) = delta.apply(&a, &da).unwrap();
     assert_ne!(applied.hash, db.root(&b.source_format_version));
 }

@@ -5,9 +5,10 @@
 //! not a full compile.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use portico_common::snapshot::{Route, Service, Snapshot};
+use portico_common::snapshot::{shared, Route, Service, Snapshot};
 use portico_data_plane::pool::Pools;
 use portico_data_plane::runtime::Runtime;
 use uuid::Uuid;
@@ -55,8 +56,8 @@ fn route(i: usize) -> Route {
 fn snapshot() -> Snapshot {
     Snapshot {
         source_format_version: "3.0".into(),
-        services: (0..ROUTES.div_ceil(PER_SERVICE)).map(service).collect(),
-        routes: (0..ROUTES).map(route).collect(),
+        services: shared((0..ROUTES.div_ceil(PER_SERVICE)).map(service)),
+        routes: shared((0..ROUTES).map(route)),
         ..Snapshot::default()
     }
 }
@@ -68,10 +69,10 @@ fn bench(c: &mut Criterion) {
 
     // One regex route gets a new pattern.
     let mut one_regex = base.clone();
-    one_regex.routes[5_000].paths[0] = "~/api/v5000/things/\\d+$".into();
+    Arc::make_mut(&mut one_regex.routes[5_000]).paths[0] = "~/api/v5000/things/\\d+$".into();
     // One prefix route gets a new path.
     let mut one_prefix = base.clone();
-    one_prefix.routes[5_002].paths[0] = "/api/v5002/other".into();
+    Arc::make_mut(&mut one_prefix.routes[5_002]).paths[0] = "/api/v5002/other".into();
     // Same routes, another order (a delta may reorder entities).
     let mut moved = base.clone();
     moved.routes.rotate_left(1234);

@@ -224,7 +224,7 @@ fn chain(c: &mut Criterion) {
                     request_id: &id,
                 };
                 let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
-                ctx.route = rt.snapshot.routes.get(route);
+                ctx.route = rt.snapshot.routes.get(route).map(|r| &**r);
                 match rt
                     .plugins
                     .for_route(route)

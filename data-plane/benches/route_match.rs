@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
-use portico_common::snapshot::{Route, Service, Snapshot};
+use portico_common::snapshot::{shared, Route, Service, Snapshot};
 use portico_data_plane::router::{RouteRequest, Router};
 use uuid::Uuid;
 
@@ -37,8 +37,8 @@ fn route(i: usize, hosts: Vec<String>, paths: Vec<String>) -> Route {
 
 fn build(routes: Vec<Route>) -> Router {
     let snap = Snapshot {
-        services: vec![service()],
-        routes,
+        services: shared([service()]),
+        routes: shared(routes),
         ..Snapshot::default()
     };
     Router::new(&snap).expect("bench routes compile")

@@ -55,7 +55,7 @@ impl Consumers {
             .and_then(|id| self.by_id.get(&id));
         by_id
             .or_else(|| self.by_username.get(reference))
-            .map(|&i| &snapshot.consumers[i])
+            .map(|&i| &*snapshot.consumers[i])
     }
 
     /// The consumer owning the key-auth `key`.

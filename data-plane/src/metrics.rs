@@ -262,7 +262,7 @@ impl Metrics {
         let service = route
             .service
             .and_then(|id| rt.snapshot.services.iter().find(|s| s.id == id))
-            .map(service_label);
+            .map(|s| service_label(s));
         Some(Arc::new(RouteSlot::of(rt, index, service)))
     }
 

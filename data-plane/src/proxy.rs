@@ -391,7 +391,10 @@ async fn proxy(
     let mut query = orig_uri.query().map(Cow::Borrowed);
     let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
     ctx.route = Some(route);
-    ctx.service = m.service_index.and_then(|i| rt.snapshot.services.get(i));
+    ctx.service = m
+        .service_index
+        .and_then(|i| rt.snapshot.services.get(i))
+        .map(|s| &**s);
     if !chain.is_empty() {
         let mut req = Req {
             method: &parts.method,

@@ -114,7 +114,7 @@ impl Runtime {
                     .upstreams
                     .iter()
                     .zip(&rt.balancers)
-                    .map(|(u, b)| (u.id, (u, b)))
+                    .map(|(u, b)| (u.id, (&**u, b)))
                     .collect()
             })
             .unwrap_or_default();
@@ -122,7 +122,7 @@ impl Runtime {
             .upstreams
             .iter()
             .map(|u| match previous_balancers.get(&u.id) {
-                Some((old, b)) if *old == u => Arc::clone(b),
+                Some((old, b)) if *old == &**u => Arc::clone(b),
                 _ => Arc::new(Balancer::new(u, pools)),
             })
             .collect();
@@ -210,7 +210,7 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
-    use portico_common::snapshot::{Route, Service, Snapshot, Target, Upstream};
+    use portico_common::snapshot::{shared, Route, Service, Snapshot, Target, Upstream};
     use uuid::Uuid;
 
     use super::*;
@@ -268,20 +268,20 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
-            services: vec![
+            services: shared([
                 service(0, "up-a"),
                 service(1, "up-b"),
                 service(2, "127.0.0.1"),
-            ],
-            routes: vec![
+            ]),
+            routes: shared([
                 route(1, 0, "/a"),
                 route(2, 1, "~/b/\\d+"),
                 route(3, 2, "/direct"),
-            ],
-            upstreams: vec![
+            ]),
+            upstreams: shared([
                 upstream(1, "up-a", &[("10.0.0.1", 100), ("10.0.0.2", 50)]),
                 upstream(2, "up-b", &[("10.0.1.1", 100)]),
-            ],
+            ]),
             ..Snapshot::default()
         }
     }
@@ -300,10 +300,10 @@ mod tests {
             .to_owned();
 
         let mut s1 = s0.clone();
-        s1.upstreams[1].targets[0].weight = 10;
+        Arc::make_mut(&mut s1.upstreams[1]).targets[0].weight = 10;
         s1.upstreams.reverse();
         s1.services.swap(0, 2);
-        s1.routes.push(route(4, 1, "/b2"));
+        s1.routes.push(Arc::new(route(4, 1, "/b2")));
         let rt1 = Runtime::recompile(s1.clone(), &pools, &rt0).expect("recompiles");
         let fresh = Runtime::compile(s1.clone(), &pools).expect("compiles");
 
@@ -351,8 +351,8 @@ mod tests {
         let s0 = snapshot();
         let rt0 = Runtime::compile(s0.clone(), &pools).expect("compiles");
         let mut bad = s0;
-        bad.routes[0].paths[0] = "~/bad(".into();
-        bad.services[2].protocol = Protocol::Grpc;
+        Arc::make_mut(&mut bad.routes[0]).paths[0] = "~/bad(".into();
+        Arc::make_mut(&mut bad.services[2]).protocol = Protocol::Grpc;
         let a = Runtime::compile(bad.clone(), &pools).expect_err("refused");
         let b = Runtime::recompile(bad, &pools, &rt0).expect_err("refused");
         assert_eq!(format!("{a:?}"), format!("{b:?}"));

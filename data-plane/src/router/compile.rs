@@ -313,7 +313,7 @@ pub(super) fn compile(
     }
 
     let mut regexes = RegexTable::new(previous.map(|p| p.matchers));
-    regexes.prepare(pending.iter().map(|f| &snapshot.routes[f.route_index]));
+    regexes.prepare(pending.iter().map(|f| &*snapshot.routes[f.route_index]));
     let mut fresh = Vec::with_capacity(pending.len());
     for flags in &pending {
         let route = &snapshot.routes[flags.route_index];
@@ -409,7 +409,7 @@ impl<'a> Reuse<'a> {
 
     /// Takes the previous matchers of `route` if it is unchanged; false when it must be
     /// compiled.
-    fn take(&mut self, route: &Route, flags: &Flags) -> bool {
+    fn take(&mut self, route: &Arc<Route>, flags: &Flags) -> bool {
         let before = &self.previous.snapshot.routes;
         // Entities usually keep their place: try the same index before the id map.
         let pi = match before.get(flags.route_index) {
@@ -425,7 +425,9 @@ impl<'a> Reuse<'a> {
             }
         };
         // (`taken`: a second route with the same id, which validation refuses, compiles anew.)
-        if !self.compiled[pi] || self.taken[pi].is_some() || before[pi] != *route {
+        // A route a delta did not touch is the same allocation: no need to compare fields.
+        let unchanged = Arc::ptr_eq(&before[pi], route) || before[pi] == *route;
+        if !self.compiled[pi] || self.taken[pi].is_some() || !unchanged {
             return false;
         }
         self.taken[pi] = Some((

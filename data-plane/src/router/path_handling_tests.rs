@@ -2,6 +2,8 @@
 //! revision whose rows match `get_upstream_uri_v0` as shipped), plus the normalisation rows of
 //! KONG.md §2.3. Request paths go through `canonicalize` first, as in the proxy.
 
+use std::sync::Arc;
+
 use portico_common::path::canonicalize;
 
 use super::tests::{req, route, service, snapshot, RouteExt};
@@ -112,7 +114,7 @@ fn kong_path_handling_fixture() {
                     None => r.hosts(&["example.com"]),
                 };
                 let mut snap = snapshot(vec![r]);
-                snap.services[0] = service(0, sp);
+                snap.services[0] = Arc::new(service(0, sp));
                 let router = Router::new(&snap).expect("router");
                 let path = canonicalize(request).expect("canonical");
                 let rq = req("GET", "example.com", &path);

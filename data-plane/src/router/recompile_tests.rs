@@ -2,7 +2,9 @@
 //! between the snapshots (routes added, removed, edited, moved; services edited, disabled,
 //! moved), and must reuse what did not change.
 
-use portico_common::snapshot::{Protocol, Snapshot};
+use std::sync::Arc;
+
+use portico_common::snapshot::{shared, Protocol, Route, Snapshot};
 
 use super::compile::{HeaderValueMatch, PathPattern};
 use super::regex::Regex;
@@ -45,8 +47,8 @@ fn base() -> Snapshot {
     let mut services: Vec<_> = (0..4).map(|n| service(n, None)).collect();
     services[2].path = Some("/base/".into());
     Snapshot {
-        services,
-        routes,
+        services: shared(services),
+        routes: shared(routes),
         ..Snapshot::default()
     }
 }
@@ -131,10 +133,10 @@ fn recompile_gives_the_same_router_as_compile() {
     let mut added = s0.clone();
     added
         .routes
-        .insert(150, route(1_000, 1).paths(&["~/new/\\d+"]));
-    added
-        .routes
-        .push(route(1_001, 2).paths(&["/new"]).hosts(&["h3.test"]));
+        .insert(150, Arc::new(route(1_000, 1).paths(&["~/new/\\d+"])));
+    added.routes.push(Arc::new(
+        route(1_001, 2).paths(&["/new"]).hosts(&["h3.test"]),
+    ));
     let r_added = check((&s0, &r0), &added, "route added");
     assert_eq!(r_added.stats().routes_reused, 300);
     assert_eq!(r_added.stats().regexes_compiled, 1);
@@ -145,20 +147,20 @@ fn recompile_gives_the_same_router_as_compile() {
     check((&s0, &r0), &removed, "routes removed");
 
     let mut regex_changed = s0.clone();
-    regex_changed.routes[9].paths[0] = "~/rx9/things/\\d+$".into();
-    regex_changed.routes[14]
+    Arc::make_mut(&mut regex_changed.routes[9]).paths[0] = "~/rx9/things/\\d+$".into();
+    Arc::make_mut(&mut regex_changed.routes[14])
         .headers
         .insert("x-t".into(), vec!["~*^gamma$".into()]);
     let r = check((&s0, &r0), &regex_changed, "regex changed");
     assert_eq!(r.stats().regexes_compiled, 2);
 
     let mut service_changed = s0.clone();
-    service_changed.routes[10].service = Some(service(3, None).id);
-    service_changed.services[2].path = Some("/other".into());
+    Arc::make_mut(&mut service_changed.routes[10]).service = Some(service(3, None).id);
+    Arc::make_mut(&mut service_changed.services[2]).path = Some("/other".into());
     check((&s0, &r0), &service_changed, "service changed");
 
     let mut disabled = s0.clone();
-    disabled.services[1].enabled = false;
+    Arc::make_mut(&mut disabled.services[1]).enabled = false;
     let r_disabled = check((&s0, &r0), &disabled, "service disabled");
     // Enabled again: its routes had no matchers in the previous router, so they compile.
     let r_enabled = check((&disabled, &r_disabled), &s0, "service re-enabled");
@@ -174,12 +176,12 @@ fn recompile_gives_the_same_router_as_compile() {
     // A chain: recompile from a recompiled router.
     let mut chained = moved.clone();
     chained.routes.truncate(250);
-    chained.routes[5] = chained.routes[5].clone().paths(&["~/chained/(\\d+)"]);
+    chained.routes[5] = Arc::new(Route::clone(&chained.routes[5]).paths(&["~/chained/(\\d+)"]));
     check((&moved, &r_moved), &chained, "chained");
 
     // A config error is reported as by a fresh compile.
     let mut broken = s0.clone();
-    broken.routes[9].paths[0] = "~/bad(".into();
+    Arc::make_mut(&mut broken.routes[9]).paths[0] = "~/bad(".into();
     let fresh = Router::new(&broken).expect_err("bad regex");
     let recompiled = Router::recompile(&broken, &r0, &s0).expect_err("bad regex");
     assert_eq!(fresh, recompiled);
@@ -218,8 +220,8 @@ fn unchanged_regexes_are_reused_not_recompiled() {
     // Route 0 changes (new prefix path added) but keeps its regex; route 5 keeps its header
     // regex but changes its exact value; everything else is untouched.
     let mut s1 = s0.clone();
-    s1.routes[0].paths.push("/extra".into());
-    s1.routes[5]
+    Arc::make_mut(&mut s1.routes[0]).paths.push("/extra".into());
+    Arc::make_mut(&mut s1.routes[5])
         .headers
         .insert("x-t".into(), vec!["9".into(), "~*^beta-\\d$".into()]);
     let r1 = Router::recompile(&s1, &r0, &s0).expect("recompile");

@@ -1,8 +1,10 @@
 //! Router tests: Kong's priority rules (KONG.md §2.2), field semantics (§2.1), protocol flags,
 //! config errors, and an index-versus-linear-scan cross-check over thousands of routes.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
-use portico_common::snapshot::{Protocol, Route, Service, Snapshot};
+use portico_common::snapshot::{shared, Protocol, Route, Service, Snapshot};
 use uuid::Uuid;
 
 use super::compile::{literal_prefix_for_tests as literal_prefix, priority, PathPattern};
@@ -74,8 +76,8 @@ impl RouteExt for Route {
 /// A snapshot with services 0..=3 (no path) and the given routes.
 pub(super) fn snapshot(routes: Vec<Route>) -> Snapshot {
     Snapshot {
-        services: (0..4).map(|n| service(n, None)).collect(),
-        routes,
+        services: shared((0..4).map(|n| service(n, None))),
+        routes: shared(routes),
         ..Snapshot::default()
     }
 }
@@ -350,7 +352,7 @@ fn disabled_services_and_stream_routes_are_skipped() {
         route(2, 0).paths(&["/a"]),
         route(3, 0).protocols(&[Protocol::Tcp, Protocol::Tls]),
     ]);
-    snap.services[1].enabled = false;
+    Arc::make_mut(&mut snap.services[1]).enabled = false;
     let r = Router::new(&snap).expect("router");
     assert_eq!(r.len(), 1);
     assert_eq!(hit(&r, &req("GET", "h", "/a")), "r1");
