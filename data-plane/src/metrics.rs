@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::{Method, Response};
-use portico_common::snapshot::{Service, Snapshot};
+use portico_common::snapshot::{Route, Service, Snapshot};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -221,7 +221,9 @@ impl Metrics {
     }
 
     /// Builds the per-route slots of `rt`; called before `rt` is published so its first
-    /// requests find them. Off the request path.
+    /// requests find them. Off the request path. The slot of a route that did not change
+    /// (the same `Arc`, the same service label and plugins) is carried over with the series
+    /// it already resolved, so a one-route change rebuilds one slot.
     pub fn prepare(&self, rt: &Runtime) {
         // One label per service, shared by its routes: no per-route search of the services.
         let services: HashMap<Uuid, Arc<str>> = rt
@@ -230,12 +232,25 @@ impl Metrics {
             .iter()
             .map(|s| (s.id, service_label(s)))
             .collect();
+        let previous = self.routes.load_full();
+        let mut carry = previous.as_deref().map(Carry::new);
         let slots = (0..rt.snapshot.routes.len())
             .map(|i| {
                 let service = rt.snapshot.routes[i]
                     .service
                     .and_then(|id| services.get(&id));
-                Arc::new(RouteSlot::of(rt, i, service.cloned()))
+                // The route label is the route's own: the same `Arc`, the same label.
+                let reused = carry
+                    .as_mut()
+                    .and_then(|c| c.find(&rt.snapshot.routes[i], i))
+                    .filter(|old| {
+                        *old.labels.service == *service.map_or("", |s| &**s)
+                            && old.rate_limiting == RouteSlot::rate_limiting(rt, i)
+                    });
+                match reused {
+                    Some(old) => Arc::clone(old),
+                    None => Arc::new(RouteSlot::of(rt, i, service.cloned())),
+                }
             })
             .collect();
         self.routes.store(Some(Arc::new(RouteTable {
@@ -324,6 +339,34 @@ impl Metrics {
     }
 }
 
+/// The previous table's slots, found by route: same index first, else by id.
+struct Carry<'t> {
+    table: &'t RouteTable,
+    by_id: Option<HashMap<Uuid, usize>>,
+}
+
+impl<'t> Carry<'t> {
+    fn new(table: &'t RouteTable) -> Carry<'t> {
+        Carry { table, by_id: None }
+    }
+
+    /// The slot of `route` in the previous table, when it is the same `Arc` there.
+    fn find(&mut self, route: &Arc<Route>, index: usize) -> Option<&'t Arc<RouteSlot>> {
+        let routes = &self.table.snapshot.routes;
+        let at = match routes.get(index) {
+            Some(r) if r.id == route.id => index,
+            _ => *self
+                .by_id
+                .get_or_insert_with(|| routes.iter().enumerate().map(|(i, r)| (r.id, i)).collect())
+                .get(&route.id)?,
+        };
+        if !Arc::ptr_eq(&routes[at], route) {
+            return None;
+        }
+        self.table.slots.get(at)
+    }
+}
+
 /// A service's label: its name, or its id when unnamed.
 fn service_label(s: &Service) -> Arc<str> {
     match &s.name {
@@ -343,13 +386,17 @@ impl RouteSlot {
                 service: service.unwrap_or_else(|| Arc::from("")),
                 route: Arc::from(route_name),
             },
-            rate_limiting: rt
-                .plugins
-                .for_route(index)
-                .names()
-                .contains(&"rate-limiting"),
+            rate_limiting: RouteSlot::rate_limiting(rt, index),
             handles: OnceLock::new(),
         }
+    }
+
+    /// Whether route `index`'s chain runs rate-limiting.
+    fn rate_limiting(rt: &Runtime, index: usize) -> bool {
+        rt.plugins
+            .for_route(index)
+            .names()
+            .contains(&"rate-limiting")
     }
 
     /// The route's series, looked up in the families on its first request only.
@@ -394,5 +441,76 @@ fn class_label(code: u16) -> &'static str {
         3 => "3xx",
         4 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use portico_common::load_str;
+
+    use super::*;
+    use crate::pool::Pools;
+
+    const CONFIG: &str = r#"
+_format_version: "3.0"
+services:
+  - name: a
+    url: http://127.0.0.1:9
+    routes:
+      - { name: kept, paths: [/kept] }
+      - { name: edited, paths: [/edited] }
+  - name: b
+    url: http://127.0.0.1:9
+    routes:
+      - { name: under-renamed, paths: [/b] }
+"#;
+
+    fn slots(m: &Metrics) -> Vec<Arc<RouteSlot>> {
+        m.routes.load_full().expect("prepared").slots.clone()
+    }
+
+    #[test]
+    fn prepare_carries_over_the_slots_of_unchanged_routes_only() {
+        let pools = Pools::default();
+        let m = Metrics::new();
+        let snap = load_str(CONFIG, &|_| None).unwrap().snapshot;
+        let rt0 = Runtime::compile(snap.clone(), &pools).unwrap();
+        m.prepare(&rt0);
+        let before = slots(&m);
+
+        // What a delta does: untouched entities stay the same `Arc`s.
+        let mut next = snap;
+        Arc::make_mut(&mut next.routes[1])
+            .paths
+            .push("/edited2".into());
+        Arc::make_mut(&mut next.services[1]).name = Some("renamed".into());
+        next.routes.swap(0, 2);
+        let rt1 = Runtime::recompile(next, &pools, &rt0).unwrap();
+        m.prepare(&rt1);
+        let after = slots(&m);
+
+        let by_route = |s: &[Arc<RouteSlot>], name: &str| {
+            s.iter()
+                .find(|s| &*s.labels.route == name)
+                .cloned()
+                .unwrap()
+        };
+        assert!(Arc::ptr_eq(
+            &by_route(&before, "kept"),
+            &by_route(&after, "kept")
+        ));
+        assert!(!Arc::ptr_eq(
+            &by_route(&before, "edited"),
+            &by_route(&after, "edited")
+        ));
+        let renamed = by_route(&after, "under-renamed");
+        assert!(!Arc::ptr_eq(&by_route(&before, "under-renamed"), &renamed));
+        assert_eq!(&*renamed.labels.service, "renamed");
+        // Slots stay index-aligned with the new snapshot's routes.
+        for (slot, route) in after.iter().zip(&rt1.snapshot.routes) {
+            assert_eq!(Some(&*slot.labels.route), route.name.as_deref());
+        }
     }
 }

@@ -313,7 +313,11 @@ pub(super) fn compile(
     }
 
     let mut regexes = RegexTable::new(previous.map(|p| p.matchers));
-    regexes.prepare(pending.iter().map(|f| &*snapshot.routes[f.route_index]));
+    let pending_routes: Vec<&Route> = pending
+        .iter()
+        .map(|f| &*snapshot.routes[f.route_index])
+        .collect();
+    regexes.prepare(&pending_routes);
     let mut fresh = Vec::with_capacity(pending.len());
     for flags in &pending {
         let route = &snapshot.routes[flags.route_index];
@@ -485,35 +489,67 @@ impl<'a> RegexTable<'a> {
         }
     }
 
-    /// Loads the previous router's regexes, keyed by their source text.
-    fn seed(&mut self) {
+    /// Loads the previous router's regexes whose source text is one of `paths` (configured
+    /// paths, `~...`) or `headers` (lowercased patterns after `~*`): one pass over the
+    /// previous matchers, copying only what is wanted (a one-route change wants one or two).
+    fn seed(&mut self, paths: &FxMap<&'a str, ()>, headers: &FxMap<Box<str>, ()>) {
         let Some(previous) = self.previous.take() else {
             return;
         };
+        if paths.is_empty() && headers.is_empty() {
+            return;
+        }
         let slot = |re: &Regex| Slot {
             regex: Ok(re.clone()),
             previous_unused: true,
         };
+        let wanted = paths.len() + headers.len();
+        let mut found = 0;
         for m in previous {
             for p in m.paths.iter() {
                 if let PathPattern::Regex { re, .. } = p {
-                    self.paths.entry(re.source()).or_insert_with(|| slot(re));
+                    if paths.contains_key(re.source()) && !self.paths.contains_key(re.source()) {
+                        self.paths.insert(re.source(), slot(re));
+                        found += 1;
+                    }
                 }
             }
             for h in m.headers.iter() {
                 for v in h.values.iter() {
                     if let HeaderValueMatch::Regex(re) = v {
-                        if !self.headers.contains_key(re.source()) {
+                        if headers.contains_key(re.source())
+                            && !self.headers.contains_key(re.source())
+                        {
                             self.headers.insert(re.source().into(), slot(re));
+                            found += 1;
                         }
                     }
                 }
+            }
+            if found == wanted {
+                break;
             }
         }
     }
 
     /// Makes sure every regex of `routes` is in the table, compiling the missing ones.
-    fn prepare(&mut self, routes: impl Iterator<Item = &'a Route>) {
+    fn prepare(&mut self, routes: &[&'a Route]) {
+        if self.previous.is_some() {
+            let mut paths: FxMap<&'a str, ()> = FxMap::default();
+            let mut headers: FxMap<Box<str>, ()> = FxMap::default();
+            for route in routes {
+                for p in route.paths.iter().filter(|p| p.starts_with('~')) {
+                    paths.insert(p, ());
+                }
+                for v in route.headers.values().flatten() {
+                    let lower = v.to_ascii_lowercase();
+                    if let Some(re) = lower.strip_prefix("~*") {
+                        headers.insert(re.into(), ());
+                    }
+                }
+            }
+            self.seed(&paths, &headers);
+        }
         // (is a path, key, pattern to compile)
         let mut todo: Vec<(bool, &'a str, String)> = Vec::new();
         let mut header_todo: Vec<Box<str>> = Vec::new();
@@ -522,7 +558,6 @@ impl<'a> RegexTable<'a> {
                 let Some(src) = p.strip_prefix('~') else {
                     continue;
                 };
-                self.seed();
                 match self.paths.get_mut(p.as_str()) {
                     Some(slot) => self.reused += std::mem::take(&mut slot.previous_unused) as usize,
                     None => {
@@ -546,7 +581,6 @@ impl<'a> RegexTable<'a> {
                     let Some(re) = lower.strip_prefix("~*") else {
                         continue;
                     };
-                    self.seed();
                     match self.headers.get_mut(re) {
                         Some(slot) => {
                             self.reused += std::mem::take(&mut slot.previous_unused) as usize
