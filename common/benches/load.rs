@@ -45,6 +45,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("json", |b| {
         b.iter(|| portico_common::load_str(black_box(&json), &env).unwrap())
     });
+    // What the control plane does for the next version: the live one's digests reused.
+    let live = portico_common::load_str(&json, &env).unwrap();
+    let next = json.replacen("/changed0", "/changed1", 1);
+    g.bench_function("json_after_previous", |b| {
+        b.iter(|| {
+            portico_common::load_str_after(black_box(&next), &env, (&live.snapshot, &live.digests))
+                .unwrap()
+        })
+    });
     g.bench_function("parse_yaml_only", |b| {
         b.iter(|| serde_yaml::from_str::<serde_json::Value>(black_box(&yaml)).unwrap())
     });

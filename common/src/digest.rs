@@ -17,6 +17,7 @@
 //! makes [`crate::delta::Delta`] cheap to check.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -54,6 +55,40 @@ impl Digests {
             routes: collection(&snapshot.routes, |e| e.id),
             upstreams: collection(&snapshot.upstreams, |e| e.id),
             consumers: collection(&snapshot.consumers, |e| e.id),
+            plugins: collection(&snapshot.plugins, |e| e.id),
+        }
+    }
+
+    /// The digests of `snapshot`, as [`Digests::of`] gives them, reusing those of `previous`
+    /// (whose digests are `previous_digests`) for every service, route and consumer equal to
+    /// the one with its id there; `snapshot` then shares that entity's `Arc`. Upstreams and
+    /// plugins are always hashed: they hold free-form JSON, where values that compare equal
+    /// can serialize differently (`0.0` and `-0.0`).
+    pub fn of_reusing(
+        snapshot: &mut Snapshot,
+        previous: &Snapshot,
+        previous_digests: &Digests,
+    ) -> Digests {
+        Digests {
+            services: reusing(
+                &mut snapshot.services,
+                &previous.services,
+                &previous_digests.services,
+                |e| e.id,
+            ),
+            routes: reusing(
+                &mut snapshot.routes,
+                &previous.routes,
+                &previous_digests.routes,
+                |e| e.id,
+            ),
+            upstreams: collection(&snapshot.upstreams, |e| e.id),
+            consumers: reusing(
+                &mut snapshot.consumers,
+                &previous.consumers,
+                &previous_digests.consumers,
+                |e| e.id,
+            ),
             plugins: collection(&snapshot.plugins, |e| e.id),
         }
     }
@@ -113,6 +148,57 @@ fn collection<T: Serialize + Sync>(
     let digests = digest_all(items);
     let mut out = HashMap::with_capacity(items.len());
     for (item, digest) in items.iter().zip(digests) {
+        out.entry(id(item))
+            .and_modify(|prev: &mut EntityDigest| *prev = fold_duplicate(prev, &digest))
+            .or_insert(digest);
+    }
+    out
+}
+
+/// Entity types whose `PartialEq` is exact for hashing: equal values have the same canonical
+/// JSON (no floats, no free-form JSON), so an equal entity can keep its digest.
+trait ExactEq: PartialEq {}
+impl ExactEq for crate::snapshot::Service {}
+impl ExactEq for crate::snapshot::Route {}
+impl ExactEq for crate::snapshot::Consumer {}
+
+/// [`collection`] of `items`, taking the digest of an item equal to the one with its id in
+/// `before` (whose digests are `before_digests`) and sharing that one's `Arc`.
+fn reusing<T: Serialize + Sync + Send + ExactEq>(
+    items: &mut [Arc<T>],
+    before: &[Arc<T>],
+    before_digests: &HashMap<Uuid, EntityDigest>,
+    id: impl Fn(&T) -> Uuid,
+) -> HashMap<Uuid, EntityDigest> {
+    let by_id: HashMap<Uuid, &Arc<T>> = before.iter().map(|e| (id(e), e)).collect();
+    let mut known: Vec<Option<EntityDigest>> = Vec::with_capacity(items.len());
+    let mut fresh: Vec<&T> = Vec::new();
+    for item in items.iter_mut() {
+        let key = id(item);
+        let same = by_id.get(&key).copied().filter(|old| {
+            let old: &T = old;
+            let new: &T = item;
+            std::ptr::eq(old, new) || old == new
+        });
+        match same.zip(before_digests.get(&key)) {
+            Some((old, digest)) => {
+                *item = Arc::clone(old);
+                known.push(Some(*digest));
+            }
+            None => known.push(None),
+        }
+    }
+    for (item, k) in items.iter().zip(&known) {
+        if k.is_none() {
+            fresh.push(&**item);
+        }
+    }
+    let mut computed = digest_all(&fresh).into_iter();
+    let mut out = HashMap::with_capacity(items.len());
+    for (item, k) in items.iter().zip(known) {
+        let Some(digest) = k.or_else(|| computed.next()) else {
+            continue;
+        };
         out.entry(id(item))
             .and_modify(|prev: &mut EntityDigest| *prev = fold_duplicate(prev, &digest))
             .or_insert(digest);

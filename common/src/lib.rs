@@ -20,5 +20,5 @@ mod snapshot_ext;
 pub use delta::{Changes, Delta};
 pub use digest::{Digests, EntityDigest};
 pub use error::{ConfigErrors, ConfigIssue};
-pub use load::{load_file, load_str, Loaded};
+pub use load::{load_file, load_str, load_str_after, Loaded};
 pub use plugins::PluginConfig;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use portico_common::digest::{entity_digest, Digests};
 use portico_common::snapshot::{Acl, Route, Snapshot, Target, Upstream};
-use portico_common::{load_str, Changes, Delta};
+use portico_common::{load_str, load_str_after, Changes, Delta};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -204,6 +204,83 @@ fn between_then_apply_gives_the_new_snapshot() {
         assert_eq!(back.apply(&a, &da).unwrap().0.hash, b.compute_hash());
     }
     assert!(changed > 600, "the edits changed too little: {changed}");
+}
+
+/// `s` with every entity in a fresh allocation, as a new load of the same text gives it.
+fn unshared(s: &Snapshot) -> Snapshot {
+    fn copy<T: Clone>(v: &[Arc<T>]) -> Vec<Arc<T>> {
+        v.iter().map(|e| Arc::new(T::clone(e))).collect()
+    }
+    Snapshot {
+        source_format_version: s.source_format_version.clone(),
+        services: copy(&s.services),
+        routes: copy(&s.routes),
+        upstreams: copy(&s.upstreams),
+        consumers: copy(&s.consumers),
+        plugins: copy(&s.plugins),
+        hash: s.hash.clone(),
+    }
+}
+
+#[test]
+fn digests_reused_from_the_previous_snapshot_are_the_new_snapshots_digests() {
+    let (a, da) = base();
+    let mut rng = Rng(0x5eed_1234);
+    let mut shared_routes = 0;
+    for round in 0..300 {
+        let mut b = a.clone();
+        for _ in 0..=(round % 6) {
+            edit(&mut b, &mut rng);
+        }
+        if round % 4 == 0 {
+            rng.shuffle(&mut b.routes);
+        }
+        let mut loaded = unshared(&b);
+        let digests = Digests::of_reusing(&mut loaded, &a, &da);
+        assert_eq!(digests, Digests::of(&b));
+        assert_eq!(loaded, b, "reuse changes no content");
+        // An unchanged route is now the previous snapshot's allocation; a changed one is not.
+        for r in &loaded.routes {
+            if let Some(old) = a.routes.iter().find(|o| o.id == r.id) {
+                assert_eq!(Arc::ptr_eq(old, r), **old == **r, "route {}", r.id);
+                shared_routes += usize::from(Arc::ptr_eq(old, r));
+            }
+        }
+    }
+    assert!(
+        shared_routes > 300,
+        "too few routes reused: {shared_routes}"
+    );
+
+    // Free-form JSON is always hashed: `0.0` and `-0.0` compare equal, serialize apart.
+    let mut zero = a.clone();
+    Arc::make_mut(&mut zero.plugins[0]).config = json!({"x": 0.0});
+    let dz = Digests::of(&zero);
+    let mut negative = unshared(&zero);
+    Arc::make_mut(&mut negative.plugins[0]).config = json!({"x": -0.0});
+    assert_eq!(negative.plugins[0], zero.plugins[0]);
+    let reused = Digests::of_reusing(&mut negative.clone(), &zero, &dz);
+    assert_eq!(reused, Digests::of(&negative));
+    assert_ne!(reused.plugins, dz.plugins);
+}
+
+#[test]
+fn load_after_a_previous_load_gives_what_a_plain_load_gives() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let text = std::fs::read_to_string(dir.join("kong.yml")).unwrap();
+    let env = |name: &str| match name {
+        "MOBILE_APP_API_KEY" => Some("mk-123".to_owned()),
+        "PARTNER_JWT_SECRET" => Some("s3cret".to_owned()),
+        _ => None,
+    };
+    let first = load_str(&text, &env).unwrap();
+    let edited = text.replacen("paths: [/users]", "paths: [/users, /people]", 1);
+    assert_ne!(edited, text);
+    for next in [&text, &edited] {
+        let plain = load_str(next, &env).unwrap();
+        let after = load_str_after(next, &env, (&first.snapshot, &first.digests)).unwrap();
+        assert_eq!(after, plain);
+    }
 }
 
 #[test]

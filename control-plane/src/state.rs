@@ -160,10 +160,17 @@ impl ControlPlane {
         // Validation is CPU work and the commit is fsync work: both stay off the async workers.
         let (applied, published) = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let loaded = portico_common::load_str(&text, &|name| std::env::var(name).ok())
-                .map_err(ApplyError::Invalid)?;
+            let previous = this.live(&group);
+            let env = |name: &str| std::env::var(name).ok();
+            // Entities unchanged since the live version keep their digests (no re-hashing).
+            let loaded = match previous.as_ref().ok().and_then(Option::as_deref) {
+                Some(p) => portico_common::load_str_after(&text, &env, (&p.snapshot, &p.digests)),
+                None => portico_common::load_str(&text, &env),
+            }
+            .map_err(ApplyError::Invalid)?;
             let validate_time = started.elapsed();
-            let previous = this.live(&group)?;
+            // A store that cannot give the live version is reported after the config's errors.
+            let previous = previous?;
             if let Some(prev) = previous.as_ref().filter(|p| p.hash == loaded.snapshot.hash) {
                 let record = this.current(&group).filter(|r| r.version == prev.version);
                 if let Some(record) = record {

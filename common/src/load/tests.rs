@@ -23,7 +23,7 @@ fn lowercase(p: &str) -> Result<Cow<'_, str>, PathError> {
 #[test]
 fn prefix_paths_must_equal_their_canonical_form() {
     let yaml = "_format_version: \"3.0\"\nroutes:\n- paths: [/ok, /Upper]\n";
-    let e = load_with(yaml, &|_| None, lowercase).unwrap_err();
+    let e = load_with(yaml, &|_| None, lowercase, None).unwrap_err();
     assert_eq!(
         e.to_string(),
         "routes[0].paths[1]: non-normalized path, consider use '/upper' instead"
@@ -33,7 +33,7 @@ fn prefix_paths_must_equal_their_canonical_form() {
 #[test]
 fn migration_normalizes_plain_paths_with_the_same_normalizer() {
     let yaml = "_format_version: \"2.1\"\nroutes:\n- paths: [/Upper]\n";
-    let loaded = load_with(yaml, &|_| None, lowercase).unwrap();
+    let loaded = load_with(yaml, &|_| None, lowercase, None).unwrap();
     assert_eq!(loaded.snapshot.routes[0].paths, ["/upper"]);
 }
 
@@ -59,7 +59,7 @@ fn settled_places_silence_follow_up_errors() {
 fn keyless_entities_take_their_id_from_their_content() {
     use super::ids::generate;
     let yaml = "_format_version: \"3.0\"\nservices:\n- host: a.internal\n  port: 81\n  _comment: not content\n  routes:\n  - paths: [/nameless]\n    created_at: 1\n- name: named\n  host: b.internal\n";
-    let s = load_with(yaml, &|_| None, crate::path::canonicalize)
+    let s = load_with(yaml, &|_| None, crate::path::canonicalize, None)
         .unwrap()
         .snapshot;
     let service = generate(
@@ -179,13 +179,13 @@ fn parallel_route_checks_report_as_the_sequential_ones() {
         1,
     );
     for text in [&ok, &bad] {
-        let parallel = load_with(text, &env, crate::path::canonicalize);
+        let parallel = load_with(text, &env, crate::path::canonicalize, None);
         SEQUENTIAL.with(|s| s.set(true));
-        let sequential = load_with(text, &env, crate::path::canonicalize);
+        let sequential = load_with(text, &env, crate::path::canonicalize, None);
         SEQUENTIAL.with(|s| s.set(false));
         assert_eq!(parallel, sequential);
     }
-    let errors = load_with(&bad, &env, crate::path::canonicalize).unwrap_err();
+    let errors = load_with(&bad, &env, crate::path::canonicalize, None).unwrap_err();
     assert!(errors.errors.len() >= 10, "{errors}");
-    assert!(load_with(&ok, &env, crate::path::canonicalize).is_ok());
+    assert!(load_with(&ok, &env, crate::path::canonicalize, None).is_ok());
 }
