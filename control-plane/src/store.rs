@@ -6,7 +6,9 @@
 //! ```text
 //! lock                                    held (flock) by the one control plane using the dir
 //! counter                                 the last version number handed out (any group)
-//! groups/<group>/versions/<version>.json  one VersionRecord per applied version (20-digit name)
+//! groups/<group>/versions/<version>.json.lz4
+//!                                         one VersionRecord per applied version (20-digit
+//!                                         name): its JSON in an LZ4 frame (`lz4 -dc` reads it)
 //! groups/<group>/current                  the live version number of the group
 //! ```
 //!
@@ -15,6 +17,11 @@
 //! is never handed out twice, even if the commit then dies), then the version record, then the
 //! `current` pointer, which is the commit point. On open, temp files and version records newer
 //! than `current` (written, never committed) are removed.
+//!
+//! Records are compressed because a 10,000-route record is 5 MB of JSON (the snapshot with
+//! every default spelled out, and the config text): LZ4 makes it 0.7 MB in about 4 ms, and
+//! writing and fsyncing a new 5 MB file took 7-14 ms of every apply. Records an earlier build
+//! wrote as plain `<version>.json` are still read, and pruned like the others.
 
 mod fsio;
 #[cfg(test)]
@@ -290,7 +297,7 @@ impl Store {
         if !data.history.iter().any(|m| m.version == version) {
             return Ok(None);
         }
-        read_record(&self.version_path(group, version)).map(Some)
+        read_record(&self.group_dir(group), version).map(Some)
     }
 
     /// Stores `new` as the next version of `group`, unless its hash equals the live one.
@@ -374,12 +381,10 @@ impl Store {
             if meta.version == current {
                 break;
             }
-            let path = version_path(&self.root.join("groups").join(group), meta.version);
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(group, config_version = meta.version, path = %path.display(), error = %e, "cannot delete an old version beyond the history limit");
-                    break;
-                }
+            let dir = self.root.join("groups").join(group);
+            if let Err((path, e)) = remove_record(&dir, meta.version) {
+                tracing::warn!(group, config_version = meta.version, path = %path.display(), error = %e, "cannot delete an old version beyond the history limit");
+                break;
             }
             dropped += 1;
         }
@@ -417,14 +422,16 @@ impl Store {
         let dir = self.group_dir(&record.group).join("versions");
         fsio::create_dir_durable(&dir)?;
         let path = self.version_path(&record.group, record.version);
-        // Sized up front: the record is megabytes for a large config, and growing the buffer
-        // by doubling copied it several times over.
-        let size = record.snapshot.get().len() + record.config_text.len() * 9 / 8 + 4096;
-        let mut bytes = Vec::with_capacity(size);
-        serde_json::to_writer(&mut bytes, record).map_err(|e| StoreError::Corrupt {
+        // JSON streamed into the compressor: no buffer of the whole JSON. Sized up front for
+        // about a sixth of it, what these records compress to.
+        let json_size = record.snapshot.get().len() + record.config_text.len() * 9 / 8;
+        let corrupt = |message: String| StoreError::Corrupt {
             path: path.clone(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(json_size / 6 + 4096));
+        serde_json::to_writer(&mut lz4, record).map_err(|e| corrupt(e.to_string()))?;
+        let bytes = lz4.finish().map_err(|e| corrupt(e.to_string()))?;
         write_atomic(&path, &bytes)
     }
 
@@ -445,18 +452,71 @@ impl Store {
     }
 }
 
+/// Where version `version` of a group is written.
 fn version_path(group_dir: &Path, version: u64) -> PathBuf {
     group_dir
         .join("versions")
-        .join(format!("{version:020}.json"))
+        .join(format!("{version:020}{RECORD_SUFFIX}"))
 }
 
-fn read_record(path: &Path) -> Result<VersionRecord, StoreError> {
-    let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+/// New records: JSON in an LZ4 frame.
+const RECORD_SUFFIX: &str = ".json.lz4";
+/// Records of earlier builds: plain JSON.
+const LEGACY_SUFFIX: &str = ".json";
+
+fn legacy_path(group_dir: &Path, version: u64) -> PathBuf {
+    group_dir
+        .join("versions")
+        .join(format!("{version:020}{LEGACY_SUFFIX}"))
+}
+
+/// The version number a record file is named for, in either form.
+fn record_number(file: &str) -> Option<u64> {
+    file.strip_suffix(RECORD_SUFFIX)
+        .or_else(|| file.strip_suffix(LEGACY_SUFFIX))
+        .and_then(|s| s.parse().ok())
+}
+
+/// Reads version `version` of the group in `group_dir`, compressed or (written by an earlier
+/// build) plain.
+fn read_record(group_dir: &Path, version: u64) -> Result<VersionRecord, StoreError> {
+    let path = version_path(group_dir, version);
+    let corrupt = |path: &Path, message: String| StoreError::Corrupt {
         path: path.to_owned(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let mut json = Vec::with_capacity(bytes.len() * 8);
+            std::io::copy(
+                &mut lz4_flex::frame::FrameDecoder::new(&bytes[..]),
+                &mut json,
+            )
+            .map_err(|e| corrupt(&path, format!("not an LZ4 frame: {e}")))?;
+            serde_json::from_slice(&json).map_err(|e| corrupt(&path, e.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let legacy = legacy_path(group_dir, version);
+            let bytes = std::fs::read(&legacy).map_err(|e| StoreError::io(&legacy, e))?;
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(&legacy, e.to_string()))
+        }
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
+}
+
+/// Deletes version `version`'s record, in whichever form it is; a missing one is no error.
+fn remove_record(group_dir: &Path, version: u64) -> Result<(), (PathBuf, std::io::Error)> {
+    for path in [
+        version_path(group_dir, version),
+        legacy_path(group_dir, version),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err((path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Loads one group directory: its committed versions, removing uncommitted ones. Returns the
@@ -471,26 +531,23 @@ fn load_group(dir: &Path, name: &str) -> Result<(Option<GroupData>, u64), StoreE
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(&versions_dir, e))?;
             let file = entry.file_name().to_string_lossy().into_owned();
-            if let Some(n) = file
-                .strip_suffix(".json")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
+            if let Some(n) = record_number(&file) {
                 numbers.push(n);
             }
         }
     }
     numbers.sort_unstable();
+    numbers.dedup();
     let max_seen = numbers.last().copied().unwrap_or(0);
     let committed = current.unwrap_or(0);
     for &n in numbers.iter().filter(|&&n| n > committed) {
         // Written by a commit that died before its `current` update: never live, drop it.
-        let path = version_path(dir, n);
         tracing::warn!(
             group = name,
             config_version = n,
             "removing an uncommitted version left by an interrupted apply"
         );
-        std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        remove_record(dir, n).map_err(|(path, e)| StoreError::io(&path, e))?;
     }
     let Some(current) = current else {
         return Ok((None, max_seen));
@@ -498,7 +555,7 @@ fn load_group(dir: &Path, name: &str) -> Result<(Option<GroupData>, u64), StoreE
     let mut history = Vec::new();
     let mut live = None;
     for &n in numbers.iter().filter(|&&n| n <= current) {
-        let record = read_record(&version_path(dir, n))?;
+        let record = read_record(dir, n)?;
         if record.version != n || record.group != name {
             return Err(StoreError::Corrupt {
                 path: version_path(dir, n),

@@ -210,3 +210,58 @@ fn a_reserved_number_is_used_once_or_skipped_for_good() {
     );
     assert_eq!(store.history("edge").unwrap().len(), 2);
 }
+
+#[test]
+fn records_are_compressed_and_plain_records_of_earlier_builds_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let group_dir = dir.path().join("groups/default");
+    let mut store = Store::open(dir.path()).unwrap();
+    let big = format!("{}\n", "services: []\n".repeat(20_000));
+    let mut v1 = new_version("one");
+    v1.config_text = big.clone();
+    let one = store.commit("default", v1).unwrap().record.version;
+    let two = store
+        .commit("default", new_version("two"))
+        .unwrap()
+        .record
+        .version;
+    drop(store);
+
+    // New records are LZ4 frames, much smaller than their JSON.
+    let compressed = std::fs::read(version_path(&group_dir, one)).unwrap();
+    assert_eq!(
+        &compressed[..4],
+        &[0x04, 0x22, 0x4d, 0x18],
+        "LZ4 frame magic"
+    );
+    assert!(compressed.len() < big.len() / 10, "{}", compressed.len());
+
+    // Turn version 1 into what an earlier build wrote: plain JSON named `.json`.
+    let record = read_record(&group_dir, one).unwrap();
+    std::fs::write(
+        legacy_path(&group_dir, one),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(version_path(&group_dir, one)).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let history: Vec<u64> = store
+        .history("default")
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(history, vec![two, one]);
+    let old = store.get("default", one).unwrap().expect("legacy record");
+    assert_eq!(
+        (old.hash.as_str(), old.config_text.as_str()),
+        ("one", big.as_str())
+    );
+
+    // A corrupt compressed record is named in the error.
+    std::fs::write(version_path(&group_dir, two), b"not lz4").unwrap();
+    drop(store);
+    let err = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains(&format!("{two:020}.json.lz4")), "{err}");
+}
