@@ -11,15 +11,19 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// The golden config: every collection, nested children, free-form JSON.
-fn base() -> (Snapshot, Digests) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let yaml = std::fs::read_to_string(dir.join("kong.yml")).unwrap();
-    let env = |name: &str| match name {
+/// The variables the golden config's secrets read.
+fn golden_env(name: &str) -> Option<String> {
+    match name {
         "MOBILE_APP_API_KEY" => Some("mk-123".to_owned()),
         "PARTNER_JWT_SECRET" => Some("s3cret".to_owned()),
         _ => None,
-    };
-    let loaded = load_str(&yaml, &env).unwrap();
+    }
+}
+
+fn base() -> (Snapshot, Digests) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let yaml = std::fs::read_to_string(dir.join("kong.yml")).unwrap();
+    let loaded = load_str(&yaml, &golden_env).unwrap();
     assert_eq!(loaded.digests, Digests::of(&loaded.snapshot));
     assert_eq!(
         loaded.snapshot.hash,
@@ -158,6 +162,20 @@ fn edit(s: &mut Snapshot, rng: &mut Rng) {
     }
 }
 
+/// `a` after round `round` of random edits (1 to 6 of them; every fourth round also reorders
+/// the routes and plugins).
+fn edited(a: &Snapshot, rng: &mut Rng, round: usize) -> Snapshot {
+    let mut b = a.clone();
+    for _ in 0..=(round % 6) {
+        edit(&mut b, rng);
+    }
+    if round.is_multiple_of(4) {
+        rng.shuffle(&mut b.routes);
+        rng.shuffle(&mut b.plugins);
+    }
+    b
+}
+
 fn assert_delta_turns(a: &Snapshot, da: &Digests, b: &Snapshot) -> Delta {
     let db = Digests::of(b);
     let delta = Delta::between(a, da, b, &db);
@@ -187,14 +205,7 @@ fn between_then_apply_gives_the_new_snapshot() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut changed = 0;
     for round in 0..300 {
-        let mut b = a.clone();
-        for _ in 0..=(round % 6) {
-            edit(&mut b, &mut rng);
-        }
-        if round % 4 == 0 {
-            rng.shuffle(&mut b.routes);
-            rng.shuffle(&mut b.plugins);
-        }
+        let b = edited(&a, &mut rng, round);
         let delta = assert_delta_turns(&a, &da, &b);
         changed += delta.len();
         // The wire form carries the same delta.
@@ -228,13 +239,7 @@ fn digests_reused_from_the_previous_snapshot_are_the_new_snapshots_digests() {
     let mut rng = Rng(0x5eed_1234);
     let mut shared_routes = 0;
     for round in 0..300 {
-        let mut b = a.clone();
-        for _ in 0..=(round % 6) {
-            edit(&mut b, &mut rng);
-        }
-        if round % 4 == 0 {
-            rng.shuffle(&mut b.routes);
-        }
+        let b = edited(&a, &mut rng, round);
         let mut loaded = unshared(&b);
         let digests = Digests::of_reusing(&mut loaded, &a, &da);
         assert_eq!(digests, Digests::of(&b));
@@ -268,17 +273,12 @@ fn digests_reused_from_the_previous_snapshot_are_the_new_snapshots_digests() {
 fn load_after_a_previous_load_gives_what_a_plain_load_gives() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let text = std::fs::read_to_string(dir.join("kong.yml")).unwrap();
-    let env = |name: &str| match name {
-        "MOBILE_APP_API_KEY" => Some("mk-123".to_owned()),
-        "PARTNER_JWT_SECRET" => Some("s3cret".to_owned()),
-        _ => None,
-    };
-    let first = load_str(&text, &env).unwrap();
+    let first = load_str(&text, &golden_env).unwrap();
     let edited = text.replacen("paths: [/users]", "paths: [/users, /people]", 1);
     assert_ne!(edited, text);
     for next in [&text, &edited] {
-        let plain = load_str(next, &env).unwrap();
-        let after = load_str_after(next, &env, (&first.snapshot, &first.digests)).unwrap();
+        let plain = load_str(next, &golden_env).unwrap();
+        let after = load_str_after(next, &golden_env, (&first.snapshot, &first.digests)).unwrap();
         assert_eq!(after, plain);
     }
 }
