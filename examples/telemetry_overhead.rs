@@ -242,13 +242,14 @@ fn main() {
         spawn(&a, "proxy")
     };
     let (off_proc, off) = dp(vec!["--metrics".into(), "off".into()]);
-    // TELEMETRY_ON=log|trace measures one of the two alone (default: both).
+    // TELEMETRY_ON=log|trace measures one of the two alone, TELEMETRY_ON=metrics neither
+    // (default: both).
     let only = std::env::var("TELEMETRY_ON").unwrap_or_default();
     let mut on_args: Vec<String> = Vec::new();
-    if only != "trace" {
+    if only != "trace" && only != "metrics" {
         on_args.extend(["--access-log".into(), access_log.display().to_string()]);
     }
-    if only != "log" {
+    if only != "log" && only != "metrics" {
         on_args.extend([
             "--otlp-endpoint".into(),
             format!("http://{collector}"),

@@ -206,6 +206,7 @@ pub async fn serve(
     .await;
     let _ = status_stop.send(true);
     let _ = status.await;
-    // The last requests' access-log lines reach the disk before the process exits.
-    shared_end.telemetry.flush();
+    // The last requests' access-log lines reach the disk, and their spans the collector, before
+    // the process exits.
+    shared_end.telemetry.flush().await;
 }

@@ -132,7 +132,7 @@ pub struct Observed {
     /// When the request arrived (wall clock), for spans and the access log.
     pub started_at: Option<std::time::SystemTime>,
     /// The client's trace context, read before the request is taken apart when the node traces.
-    pub parent: Option<opentelemetry::Context>,
+    pub parent: Option<crate::telemetry::trace::Parent>,
     /// The request's trace, once started.
     pub trace: Option<crate::telemetry::trace::RequestTrace>,
     /// Facts for the access log (filled when `logging`).

@@ -64,8 +64,10 @@ impl Pools {
 /// Connections to one `host:port`.
 #[derive(Debug)]
 pub struct EndpointPool {
-    host: String,
+    host: Arc<str>,
     port: u16,
+    /// `host:port`, for the access log.
+    address: Arc<str>,
     idle: ArrayQueue<Sender>,
     opened: AtomicU64,
 }
@@ -73,7 +75,8 @@ pub struct EndpointPool {
 impl EndpointPool {
     fn new(host: String, port: u16) -> Self {
         EndpointPool {
-            host,
+            address: Arc::from(format!("{host}:{port}")),
+            host: Arc::from(host),
             port,
             idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
             opened: AtomicU64::new(0),
@@ -85,9 +88,19 @@ impl EndpointPool {
         &self.host
     }
 
+    /// The endpoint's host, shared (a span attribute takes it without copying).
+    pub fn host_shared(&self) -> &Arc<str> {
+        &self.host
+    }
+
     /// The endpoint's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> &Arc<str> {
+        &self.address
     }
 
     /// How many connections this pool has opened (a "new upstream connections" counter).
@@ -156,9 +169,9 @@ impl EndpointPool {
                 .await
                 .map_err(ProxyError::Connect);
         }
-        let addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
+        let addrs = tokio::net::lookup_host((&*self.host, self.port))
             .await
-            .map_err(|_| ProxyError::Resolve(self.host.clone()))?;
+            .map_err(|_| ProxyError::Resolve(self.host.to_string()))?;
         let mut last = None;
         for addr in addrs {
             match TcpStream::connect(addr).await {
@@ -168,7 +181,7 @@ impl EndpointPool {
         }
         Err(match last {
             Some(e) => ProxyError::Connect(e),
-            None => ProxyError::Resolve(self.host.clone()),
+            None => ProxyError::Resolve(self.host.to_string()),
         })
     }
 }

@@ -74,7 +74,7 @@ pub async fn handle(
     observed.parent = telemetry
         .tracing
         .as_ref()
-        .map(|_| Tracing::extract(req.headers()));
+        .and_then(|_| Tracing::extract(req.headers()));
 
     let mut resp = match proxy(req, conn, shared, &request_id, start, format, &mut observed).await {
         Ok(resp) => resp,
@@ -119,16 +119,15 @@ pub async fn handle(
     resp.headers_mut().insert(REQUEST_ID, request_id);
     // A request the node traces that ended before a route was chosen still gets its span.
     if let (None, Some(t)) = (&observed.trace, &telemetry.tracing) {
-        let parent = observed.parent.take().unwrap_or_default();
-        observed.trace = Some(t.start_request(
-            &parent,
-            started_at,
-            method_label(&method).to_owned(),
-            vec![
+        let mut trace = t.start_request(observed.parent.as_ref(), started_at);
+        if trace.is_sampled() {
+            trace.set_name(method_label(&method));
+            trace.set_attributes([
                 KeyValue::new("http.request.method", method_label(&method)),
                 KeyValue::new("portico.request_id", request_id_str(&resp)),
-            ],
-        ));
+            ]);
+        }
+        observed.trace = Some(trace);
     }
     if let Some((name, value)) = observed.trace.as_ref().and_then(|t| t.response_header()) {
         resp.headers_mut().insert(name, value);
@@ -341,41 +340,44 @@ async fn proxy(
     let chain = rt.plugins.for_route(m.route_index);
     // The route's `opentelemetry` plugin traces it; otherwise the node's --otlp-endpoint does.
     if let Some(tracing) = chain.tracing().or(shared.telemetry.tracing.as_ref()) {
-        let parent = observed
-            .parent
-            .take()
-            .unwrap_or_else(|| Tracing::extract(&parts.headers));
-        let (route_label, service_label) = observed.route_labels().unzip();
-        let name = format!(
-            "{} {}",
-            method_label(&parts.method),
-            route_label.as_deref().unwrap_or("")
-        );
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method_label(&parts.method)),
-            KeyValue::new("url.path", orig_uri.path().to_owned()),
-            KeyValue::new("url.scheme", if https { "https" } else { "http" }),
-            KeyValue::new("server.address", host.to_string()),
-            KeyValue::new("client.address", client_ip.to_string()),
-            KeyValue::new("network.protocol.version", protocol_version(parts.version)),
-            KeyValue::new(
-                "portico.request_id",
-                request_id.to_str().unwrap_or("").to_owned(),
-            ),
-            KeyValue::new("portico.route.id", route.id.to_string()),
-        ];
-        if let Some(r) = route_label {
-            attributes.push(KeyValue::new("portico.route.name", r));
-        }
-        if let Some(s) = service_label.filter(|s| !s.is_empty()) {
-            attributes.push(KeyValue::new("portico.service.name", s));
-        }
-        observed.trace = Some(tracing.start_request(
-            &parent,
+        let parent = match observed.parent.take() {
+            Some(p) => Some(p),
+            // The node does not trace, so the client's context was not read yet.
+            None if shared.telemetry.tracing.is_none() => Tracing::extract(&parts.headers),
+            None => None,
+        };
+        let mut trace = tracing.start_request(
+            parent.as_ref(),
             observed.started_at.unwrap_or_else(SystemTime::now),
-            name,
-            attributes,
-        ));
+        );
+        if trace.is_sampled() {
+            let (route_label, service_label) = observed.route_labels().unzip();
+            trace.set_name(format!(
+                "{} {}",
+                method_label(&parts.method),
+                route_label.as_deref().unwrap_or("")
+            ));
+            trace.set_attributes([
+                KeyValue::new("http.request.method", method_label(&parts.method)),
+                KeyValue::new("url.path", orig_uri.path().to_owned()),
+                KeyValue::new("url.scheme", if https { "https" } else { "http" }),
+                KeyValue::new("server.address", host.to_string()),
+                KeyValue::new("client.address", client_ip.to_string()),
+                KeyValue::new("network.protocol.version", protocol_version(parts.version)),
+                KeyValue::new(
+                    "portico.request_id",
+                    request_id.to_str().unwrap_or("").to_owned(),
+                ),
+                KeyValue::new("portico.route.id", route.id.to_string()),
+            ]);
+            if let Some(r) = route_label {
+                trace.set_attributes([KeyValue::new("portico.route.name", r)]);
+            }
+            if let Some(s) = service_label.filter(|s| !s.is_empty()) {
+                trace.set_attributes([KeyValue::new("portico.service.name", s)]);
+            }
+        }
+        observed.trace = Some(trace);
     }
     if observed.logging {
         observed.facts.client_ip = Some(client_ip);
@@ -432,7 +434,7 @@ async fn proxy(
                 .username
                 .clone()
                 .unwrap_or_else(|| consumer.id.to_string());
-            if let Some(t) = &observed.trace {
+            if let Some(t) = observed.trace.as_mut().filter(|t| t.is_sampled()) {
                 t.set_attributes([KeyValue::new("portico.consumer", name.clone())]);
             }
             if observed.logging {
@@ -610,7 +612,7 @@ async fn send_with_retries(
         attempts.last = Some(std::sync::Arc::clone(pool));
         // Each attempt is a span, and the upstream continues the trace from it.
         let span = trace.map(|t| {
-            let span = t.attempt(attempt, pool.host(), pool.port());
+            let span = t.attempt(attempt, pool.host_shared(), pool.port());
             span.inject(req.headers_mut());
             span
         });

@@ -117,10 +117,15 @@ impl Telemetry {
         })
     }
 
-    /// Waits for the access log's queued lines to be written (at shutdown).
-    pub fn flush(&self) {
+    /// Waits for the access log's queued lines to be written and the node's queued spans to be
+    /// exported (at shutdown), each for at most two seconds.
+    pub async fn flush(&self) {
         if let Some(log) = &self.access_log {
-            log.flush(Duration::from_secs(2));
+            let log = Arc::clone(log);
+            let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(2))).await;
+        }
+        if let Some(tracing) = &self.tracing {
+            tracing.flush(Duration::from_secs(2)).await;
         }
     }
 }
@@ -185,10 +190,6 @@ impl Tail {
             .filter(|t| t.is_sampled())
             .map(RequestTrace::trace_id);
         if let Some((start, facts)) = &self.log {
-            let upstream = facts
-                .upstream
-                .as_ref()
-                .map(|p| format!("{}:{}", p.host(), p.port()));
             let route = facts.route.as_ref();
             start.log.write(&Entry {
                 time: start.started_at,
@@ -207,7 +208,7 @@ impl Tail {
                 route: route.map_or("", |r| &r.0),
                 service: route.map_or("", |r| &r.1),
                 consumer: facts.consumer.as_deref(),
-                upstream_addr: upstream.as_deref(),
+                upstream_addr: facts.upstream.as_ref().map(|p| &**p.address()),
                 tries: facts.tries,
                 latency_ms: Latencies {
                     request: elapsed,

@@ -369,7 +369,7 @@ consumers:
     let missing = get(&gw.url("/nothing"), &[]).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 
-    gw.shared.telemetry.flush();
+    gw.shared.telemetry.flush().await;
     let text = std::fs::read_to_string(&path).unwrap();
     for secret in [
         "s3cr3t-k3y-value",

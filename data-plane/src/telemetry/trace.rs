@@ -1,11 +1,18 @@
 //! Traces: a server span per request and a client span per upstream attempt, continuing the
 //! client's W3C trace context and handing it on upstream, exported over OTLP.
 //!
-//! Spans are built with the OpenTelemetry SDK. Ending one hands it to the SDK's batch
-//! processor, a dedicated thread fed by a bounded channel: the request path never waits on the
-//! exporter, and a full queue drops spans instead of growing. Exports run on the proxy's tokio
-//! runtime (the OTLP clients need it), driven from that thread; a dead collector costs retries
-//! on that thread and one log line, nothing on the request path.
+//! The request path does not go through the OpenTelemetry SDK's tracer: a span here is a few
+//! ids, a start time and its attributes, and only a sampled span allocates anything. When it
+//! ends it becomes the SDK's export record ([`SpanData`]) and is queued, without blocking, on a
+//! bounded channel; past [`QUEUE`] spans it is dropped and counted. One task per pipeline, on the
+//! proxy's runtime, hands batches to `opentelemetry-otlp`'s exporter: it is woken once a batch
+//! is full (one wake-up per `max_batch` spans, not per span) and otherwise drains what is queued
+//! every [`DRAIN_EVERY`]. A dead collector costs that task a failed export and one log line a
+//! minute, nothing on the request path.
+//!
+//! Ids come from the SDK's random generator and the sampling decision is the SDK's
+//! `ParentBased(TraceIdRatioBased(rate))`: a client's own decision in `traceparent` is followed,
+//! and otherwise the trace id decides, so every node of a trace agrees.
 //!
 //! Two sources of a [`Tracing`]: the node's `--otlp-endpoint` (OTLP/gRPC), and Kong's
 //! `opentelemetry` plugin (OTLP/HTTP protobuf, its `traces_endpoint`), which takes precedence
@@ -13,7 +20,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,24 +29,31 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
-    SpanExporter,
+    IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
 use opentelemetry_sdk::Resource;
+use tokio::sync::{mpsc, oneshot};
 
 /// W3C trace-context headers.
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
+/// Ended spans that may wait for the exporter; past this, spans are dropped (counted). Kept
+/// small: the queue's slots are touched by every span, and a few batches of room is enough
+/// for a task that is woken as soon as a batch is full.
+pub const QUEUE: usize = 4096;
+
+/// How often the export task drains the queue.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
+
 /// Where spans go and how many are kept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceExport {
     /// OTLP endpoint: `http://collector:4317` for gRPC, the full
     /// `http://collector:4318/v1/traces` URL for HTTP.
@@ -69,10 +84,20 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// One exporter pipeline and its tracer.
+/// One exporter pipeline: the queue its spans go to and how requests are sampled.
 pub struct Tracing {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    queue: SyncSender<SpanData>,
+    /// Spans queued since the export task last took a batch, and its wake-up.
+    pending: Arc<Pending>,
+    flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// `TraceIdRatioBased`'s bound: a new trace is sampled when the upper 63 bits of its id's
+    /// low half are below it.
+    threshold: u64,
+    /// Sample every new trace (a rate of 1).
+    always: bool,
+    scope: InstrumentationScope,
+    ids: RandomIdGenerator,
+    dropped: AtomicU64,
     response_header: Option<HeaderName>,
     /// What the pipeline was built from, to reuse it across config swaps when unchanged.
     pub export: TraceExport,
@@ -86,42 +111,17 @@ impl std::fmt::Debug for Tracing {
     }
 }
 
-impl Drop for Tracing {
-    fn drop(&mut self) {
-        // Flushes what is queued; bounded by the export timeout.
-        let _ = self
-            .provider
-            .shutdown_with_timeout(self.export.timeout.min(Duration::from_secs(2)));
-    }
-}
-
 impl Tracing {
-    /// Builds the exporter, batch processor and tracer. Must run where a tokio runtime is
-    /// reachable (`Handle::try_current`): exports run on it.
+    /// Builds the exporter and starts its export task. Must run inside a tokio runtime: the
+    /// task and the OTLP clients run on it. Dropping the `Tracing` exports what is queued and
+    /// ends the task.
     pub fn new(export: TraceExport) -> Result<Tracing, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "tracing needs the tokio runtime".to_owned())?;
-        let exporter = {
-            // The OTLP clients capture the runtime when built.
+        let mut exporter = {
             let _guard = runtime.enter();
             build_exporter(&export)?
         };
-        let exporter = OnRuntime {
-            inner: Arc::new(exporter),
-            runtime,
-            endpoint: export.endpoint.clone(),
-            failing: AtomicBool::new(false),
-            last_warned: AtomicU64::new(0),
-        };
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_max_queue_size(8192)
-                    .with_max_export_batch_size(export.max_batch.max(1))
-                    .with_scheduled_delay(Duration::from_millis(500))
-                    .build(),
-            )
-            .build();
         let mut attributes = vec![
             KeyValue::new("service.name", "portico"),
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
@@ -133,114 +133,287 @@ impl Tracing {
                 .iter()
                 .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
         );
-        let resource = Resource::builder_empty()
-            .with_attributes(attributes)
-            .build();
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_attributes(attributes)
+                .build(),
+        );
+        let (queue, spans) = sync_channel(QUEUE);
+        let (flushes, flush_rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(Pending {
+            count: AtomicUsize::new(0),
+            batch: export.max_batch.max(1),
+            full: tokio::sync::Notify::new(),
+        });
+        runtime.spawn(
+            Exporting {
+                exporter,
+                endpoint: export.endpoint.clone(),
+                timeout: export.timeout,
+                max_batch: export.max_batch.max(1),
+                failing: false,
+                last_warned: None,
+                pending: Arc::clone(&pending),
+            }
+            .run(spans, flush_rx),
+        );
         let rate = export.sampling_rate.clamp(0.0, 1.0);
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                rate,
-            ))))
-            .with_resource(resource)
-            .with_span_processor(processor)
-            .build();
-        let tracer = provider.tracer("portico");
         Ok(Tracing {
-            provider,
-            tracer,
+            queue,
+            pending,
+            flushes,
+            // As the SDK's TraceIdRatioBased computes it.
+            threshold: (rate * (1u64 << 63) as f64) as u64,
+            always: rate >= 1.0,
+            scope: InstrumentationScope::builder("portico")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            ids: RandomIdGenerator::default(),
+            dropped: AtomicU64::new(0),
             response_header: export.response_header.clone(),
             export,
         })
     }
 
-    /// The client's trace context (`traceparent`, `tracestate`), or an empty context.
-    pub fn extract(headers: &HeaderMap) -> Context {
+    /// The client's trace context (`traceparent`, `tracestate`); `None` when absent or invalid.
+    pub fn extract(headers: &HeaderMap) -> Option<Parent> {
         if !headers.contains_key(TRACEPARENT) {
-            return Context::new();
+            return None;
         }
-        TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+        let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(Parent(sc))
     }
 
-    /// Starts the request's server span under `parent`, dated `start`.
+    /// Starts the request's server span under `parent`, dated `start`. The span is named
+    /// and given attributes only when sampled ([`RequestTrace::is_sampled`]).
     pub fn start_request(
         self: &Arc<Self>,
-        parent: &Context,
+        parent: Option<&Parent>,
         start: SystemTime,
-        name: String,
-        attributes: Vec<KeyValue>,
     ) -> RequestTrace {
-        let span = self
-            .tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, parent);
+        let (trace_id, parent_span_id, remote, sampled, trace_state) = match parent {
+            Some(Parent(sc)) => (
+                sc.trace_id(),
+                sc.span_id(),
+                true,
+                sc.is_sampled(),
+                sc.trace_state().clone(),
+            ),
+            None => {
+                let id = self.ids.new_trace_id();
+                (
+                    id,
+                    SpanId::INVALID,
+                    false,
+                    self.samples(id),
+                    TraceState::NONE,
+                )
+            }
+        };
         RequestTrace {
-            cx: parent.with_span(span),
+            span: Open {
+                trace_id,
+                span_id: self.ids.new_span_id(),
+                parent_span_id,
+                parent_remote: remote,
+                sampled,
+                trace_state,
+                start,
+                name: Cow::Borrowed(""),
+                attributes: Vec::new(),
+                status: Status::Unset,
+            },
             tracing: Arc::clone(self),
         }
     }
-}
 
-/// Exports spans on the tokio runtime, whichever thread asks, and reports a failing collector
-/// once (and again at most once a minute) instead of once per batch.
-struct OnRuntime {
-    inner: Arc<opentelemetry_otlp::SpanExporter>,
-    runtime: tokio::runtime::Handle,
-    endpoint: String,
-    failing: AtomicBool,
-    /// Seconds since the epoch of the last warning.
-    last_warned: AtomicU64,
-}
+    /// Whether a new trace with this id is sampled.
+    fn samples(&self, id: TraceId) -> bool {
+        if self.always {
+            return true;
+        }
+        let low = u64::from_be_bytes(id.to_bytes()[8..].try_into().unwrap_or_default());
+        (low >> 1) < self.threshold
+    }
 
-impl std::fmt::Debug for OnRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnRuntime")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+    /// Queues an ended span; drops it (counted) when the exporter is behind.
+    fn end(&self, span: Open, kind: SpanKind, end: SystemTime) {
+        let data = SpanData {
+            span_context: SpanContext::new(
+                span.trace_id,
+                span.span_id,
+                TraceFlags::SAMPLED,
+                false,
+                span.trace_state,
+            ),
+            parent_span_id: span.parent_span_id,
+            parent_span_is_remote: span.parent_remote,
+            span_kind: kind,
+            name: span.name,
+            start_time: span.start,
+            end_time: end,
+            attributes: span.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: span.status,
+            instrumentation_scope: self.scope.clone(),
+        };
+        match self.queue.try_send(data) {
+            Ok(()) => {
+                let p = &self.pending;
+                if p.count.fetch_add(1, Ordering::Relaxed) + 1 == p.batch {
+                    p.full.notify_one();
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(endpoint = %self.export.endpoint, "the trace exporter is behind; dropping spans");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Spans dropped because the exporter was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Exports what has been queued so far; waits at most `timeout` (at shutdown).
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.flushes.send(done).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
     }
 }
 
-impl SpanExporter for OnRuntime {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let inner = Arc::clone(&self.inner);
+/// How many spans wait, and the export task's wake-up for a full batch.
+#[derive(Debug)]
+struct Pending {
+    count: AtomicUsize,
+    batch: usize,
+    full: tokio::sync::Notify,
+}
+
+/// A valid trace context received from the client.
+#[derive(Debug, Clone)]
+pub struct Parent(SpanContext);
+
+/// A span being recorded.
+#[derive(Debug)]
+struct Open {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_span_id: SpanId,
+    parent_remote: bool,
+    sampled: bool,
+    trace_state: TraceState,
+    start: SystemTime,
+    name: Cow<'static, str>,
+    attributes: Vec<KeyValue>,
+    status: Status,
+}
+
+/// The export task of one pipeline.
+struct Exporting {
+    exporter: opentelemetry_otlp::SpanExporter,
+    endpoint: String,
+    timeout: Duration,
+    max_batch: usize,
+    failing: bool,
+    last_warned: Option<std::time::Instant>,
+    pending: Arc<Pending>,
+}
+
+impl Exporting {
+    /// Drains the queue every [`DRAIN_EVERY`] and on flush requests, until the [`Tracing`] is
+    /// dropped; then exports what is left and shuts the exporter down.
+    async fn run(
+        mut self,
+        mut spans: Receiver<SpanData>,
+        mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    ) {
+        let mut tick = tokio::time::interval(DRAIN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.pending.full.notified() => {}
+                done = flushes.recv() => waiting.extend(done),
+            }
+            while let Ok(done) = flushes.try_recv() {
+                waiting.push(done);
+            }
+            let closed = self.drain(&mut spans).await;
+            for done in waiting.drain(..) {
+                let _ = done.send(());
+            }
+            if closed {
+                let _ = self.exporter.shutdown_with_timeout(self.timeout);
+                return;
+            }
+        }
+    }
+
+    /// Exports everything queued, in batches; returns whether the queue is closed.
+    async fn drain(&mut self, spans: &mut Receiver<SpanData>) -> bool {
+        loop {
+            let (batch, closed) = take_batch(spans, self.max_batch);
+            self.pending.count.fetch_sub(batch.len(), Ordering::Relaxed);
+            let full = batch.len() == self.max_batch;
+            if !batch.is_empty() {
+                self.export(batch).await;
+            }
+            if closed || !full {
+                return closed;
+            }
+        }
+    }
+
+    async fn export(&mut self, batch: Vec<SpanData>) {
         let count = batch.len();
-        let result = self
-            .runtime
-            .spawn(async move { inner.export(batch).await })
-            .await
-            .unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(e.to_string())));
-        match &result {
+        let result = match tokio::time::timeout(self.timeout, self.exporter.export(batch)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        match result {
             Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
+                if std::mem::take(&mut self.failing) {
                     tracing::info!(endpoint = %self.endpoint, "trace export recovered");
                 }
             }
-            Err(e) => {
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let first = !self.failing.swap(true, Ordering::Relaxed);
-                let last = self.last_warned.load(Ordering::Relaxed);
-                if first || now.saturating_sub(last) >= 60 {
-                    self.last_warned.store(now, Ordering::Relaxed);
-                    tracing::warn!(endpoint = %self.endpoint, error = %e, spans = count, "cannot export traces; spans are dropped until the collector is reachable (requests are not affected)");
+            Err(error) => {
+                let first = !std::mem::replace(&mut self.failing, true);
+                let quiet = self
+                    .last_warned
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                if first || !quiet {
+                    self.last_warned = Some(std::time::Instant::now());
+                    tracing::warn!(endpoint = %self.endpoint, %error, spans = count, "cannot export traces; spans are dropped until the collector is reachable (requests are not affected)");
                 }
             }
         }
-        result
     }
+}
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.set_resource(resource);
+/// Up to `max` queued spans, and whether the queue is closed (the [`Tracing`] dropped).
+fn take_batch(spans: &Receiver<SpanData>, max: usize) -> (Vec<SpanData>, bool) {
+    let mut batch = Vec::new();
+    while batch.len() < max {
+        match spans.try_recv() {
+            Ok(span) => batch.push(span),
+            Err(TryRecvError::Empty) => return (batch, false),
+            Err(TryRecvError::Disconnected) => return (batch, true),
         }
     }
+    (batch, false)
 }
 
 fn build_exporter(export: &TraceExport) -> Result<opentelemetry_otlp::SpanExporter, String> {
@@ -278,22 +451,22 @@ fn build_exporter(export: &TraceExport) -> Result<opentelemetry_otlp::SpanExport
     })
 }
 
-/// The trace of one request: its server span (in `cx`) and the pipeline it goes to.
+/// The trace of one request: its server span and the pipeline it goes to.
 #[derive(Debug)]
 pub struct RequestTrace {
-    cx: Context,
+    span: Open,
     tracing: Arc<Tracing>,
 }
 
 impl RequestTrace {
     /// The trace id, as 32 hex digits.
     pub fn trace_id(&self) -> String {
-        self.cx.span().span_context().trace_id().to_string()
+        self.span.trace_id.to_string()
     }
 
     /// Whether spans of this request are recorded and exported (sampled).
     pub fn is_sampled(&self) -> bool {
-        self.cx.span().span_context().is_sampled()
+        self.span.sampled
     }
 
     /// Kong's `http_response_header_for_traceid`, with this trace's id.
@@ -303,68 +476,90 @@ impl RequestTrace {
         Some((name, value))
     }
 
-    /// Adds attributes to the server span (no-op when not sampled).
-    pub fn set_attributes(&self, attributes: impl IntoIterator<Item = KeyValue>) {
-        let span = self.cx.span();
-        if span.is_recording() {
-            for kv in attributes {
-                span.set_attribute(kv);
-            }
+    /// Names the server span (when sampled).
+    pub fn set_name(&mut self, name: impl Into<Cow<'static, str>>) {
+        if self.span.sampled {
+            self.span.name = name.into();
+        }
+    }
+
+    /// Adds attributes to the server span. Callers check [`is_sampled`](Self::is_sampled)
+    /// before building costly ones; unsampled spans drop them.
+    pub fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if self.span.sampled {
+            self.span.attributes.extend(attributes);
         }
     }
 
     /// Starts the client span of one upstream attempt.
-    pub fn attempt(&self, attempt: u32, host: &str, port: u16) -> AttemptSpan {
-        let tracer = &self.tracing.tracer;
-        let span = tracer
-            .span_builder("upstream")
-            .with_kind(SpanKind::Client)
-            .with_attributes([
-                KeyValue::new("server.address", host.to_owned()),
+    pub fn attempt(&self, attempt: u32, host: &Arc<str>, port: u16) -> AttemptSpan {
+        let span = &self.span;
+        let attributes = if span.sampled {
+            vec![
+                KeyValue::new("server.address", Arc::clone(host)),
                 KeyValue::new("server.port", i64::from(port)),
                 KeyValue::new("portico.attempt", i64::from(attempt)),
-            ])
-            .start_with_context(tracer, &self.cx);
-        AttemptSpan { span }
+            ]
+        } else {
+            Vec::new()
+        };
+        AttemptSpan {
+            span: Open {
+                trace_id: span.trace_id,
+                span_id: self.tracing.ids.new_span_id(),
+                parent_span_id: span.span_id,
+                parent_remote: false,
+                sampled: span.sampled,
+                trace_state: span.trace_state.clone(),
+                start: SystemTime::now(),
+                name: Cow::Borrowed("upstream"),
+                attributes,
+                status: Status::Unset,
+            },
+            tracing: Arc::clone(&self.tracing),
+        }
     }
 
     /// Ends the server span with the response status, dated `end`.
     pub fn finish(self, status: u16, bytes_out: u64, complete: bool, end: SystemTime) {
-        let span = self.cx.span();
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-            span.set_attribute(KeyValue::new(
-                "http.response.body.size",
-                i64::try_from(bytes_out).unwrap_or(i64::MAX),
-            ));
-            if status >= 500 {
-                span.set_status(Status::error(Cow::Borrowed("")));
-            } else if !complete {
-                span.set_status(Status::error(Cow::Borrowed("response body incomplete")));
-            }
+        let mut span = self.span;
+        if !span.sampled {
+            return;
         }
-        span.end_with_timestamp(end);
+        span.attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        span.attributes.push(KeyValue::new(
+            "http.response.body.size",
+            i64::try_from(bytes_out).unwrap_or(i64::MAX),
+        ));
+        if status >= 500 {
+            span.status = Status::error(Cow::Borrowed(""));
+        } else if !complete {
+            span.status = Status::error(Cow::Borrowed("response body incomplete"));
+        }
+        self.tracing.end(span, SpanKind::Server, end);
     }
 }
 
 /// The span of one upstream attempt.
 #[derive(Debug)]
 pub struct AttemptSpan {
-    span: opentelemetry_sdk::trace::Span,
+    span: Open,
+    tracing: Arc<Tracing>,
 }
 
 impl AttemptSpan {
     /// Writes `traceparent` (and `tracestate`) for the upstream, naming this attempt as the
     /// parent, replacing whatever the client sent.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let sc = self.span.span_context();
-        if let Ok(v) = HeaderValue::from_str(&traceparent(sc)) {
-            headers.insert(HeaderName::from_static(TRACEPARENT), v);
-        }
-        let state = sc.trace_state().header();
+        let span = &self.span;
+        headers.insert(
+            HeaderName::from_static(TRACEPARENT),
+            traceparent(span.trace_id, span.span_id, span.sampled),
+        );
+        let state = span.trace_state.header();
         match HeaderValue::from_str(&state) {
             Ok(v) if !state.is_empty() => {
                 headers.insert(HeaderName::from_static(TRACESTATE), v);
@@ -376,37 +571,52 @@ impl AttemptSpan {
     }
 
     /// Ends the attempt with the upstream's status, or the error that ended it.
-    pub fn finish(mut self, result: Result<u16, &str>) {
-        if self.span.is_recording() {
-            match result {
-                Ok(status) => {
-                    self.span.set_attribute(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(status),
-                    ));
-                    if status >= 500 {
-                        self.span.set_status(Status::error(Cow::Borrowed("")));
-                    }
-                }
-                Err(error) => {
-                    self.span
-                        .set_attribute(KeyValue::new("error.type", error.to_owned()));
-                    self.span.set_status(Status::error(error.to_owned()));
+    pub fn finish(self, result: Result<u16, &str>) {
+        let mut span = self.span;
+        if !span.sampled {
+            return;
+        }
+        match result {
+            Ok(status) => {
+                span.attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                if status >= 500 {
+                    span.status = Status::error(Cow::Borrowed(""));
                 }
             }
+            Err(error) => {
+                span.attributes
+                    .push(KeyValue::new("error.type", error.to_owned()));
+                span.status = Status::error(error.to_owned());
+            }
         }
-        self.span.end();
+        self.tracing.end(span, SpanKind::Client, SystemTime::now());
     }
 }
 
-/// `00-<trace id>-<span id>-<flags>`.
-fn traceparent(sc: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    )
+/// `00-<trace id>-<span id>-<flags>`, hex-encoded into a fixed buffer.
+fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 55];
+    let mut at = 0;
+    let mut put = |bytes: &[u8], sep: Option<u8>| {
+        for b in bytes {
+            out[at] = HEX[usize::from(b >> 4)];
+            out[at + 1] = HEX[usize::from(b & 0xf)];
+            at += 2;
+        }
+        if let Some(sep) = sep {
+            out[at] = sep;
+            at += 1;
+        }
+    };
+    put(&[0], Some(b'-'));
+    put(&trace_id.to_bytes(), Some(b'-'));
+    put(&span_id.to_bytes(), Some(b'-'));
+    put(&[u8::from(sampled)], None);
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -433,8 +643,7 @@ mod tests {
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
-        let cx = Tracing::extract(&h);
-        let sc = cx.span().span_context().clone();
+        let Parent(sc) = Tracing::extract(&h).expect("a valid context");
         assert_eq!(
             sc.trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -443,8 +652,12 @@ mod tests {
         assert!(sc.is_sampled() && sc.is_remote());
         assert_eq!(sc.trace_state().header(), "vendor=1");
         assert_eq!(
-            traceparent(&sc),
+            traceparent(sc.trace_id(), sc.span_id(), true),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(
+            traceparent(sc.trace_id(), SpanId::from(1), false),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000001-00"
         );
     }
 
@@ -458,8 +671,49 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             h.insert(TRACEPARENT, HeaderValue::from_static(bad));
-            let cx = Tracing::extract(&h);
-            assert!(!cx.span().span_context().is_valid(), "{bad}");
+            assert!(Tracing::extract(&h).is_none(), "{bad}");
+        }
+    }
+
+    /// The ratio decision is the SDK's `TraceIdRatioBased`, so nodes running either agree on
+    /// which traces are kept.
+    #[tokio::test]
+    async fn new_traces_are_sampled_as_the_sdk_samples_them() {
+        use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+        for rate in [0.0, 0.01, 0.3, 0.5, 0.99, 1.0] {
+            let tracing = Tracing::new(TraceExport {
+                endpoint: "http://127.0.0.1:9".into(),
+                protocol: OtlpProtocol::Grpc,
+                headers: Vec::new(),
+                resource: Vec::new(),
+                sampling_rate: rate,
+                timeout: Duration::from_secs(1),
+                max_batch: 16,
+                response_header: None,
+                node_id: "n".into(),
+            })
+            .unwrap();
+            let sdk = Sampler::TraceIdRatioBased(rate);
+            let ids = RandomIdGenerator::default();
+            let mut kept = 0;
+            for _ in 0..2000 {
+                let id = ids.new_trace_id();
+                let theirs = sdk
+                    .should_sample(None, id, "r", &SpanKind::Server, &[], &[])
+                    .decision;
+                let ours = tracing.samples(id);
+                assert_eq!(
+                    ours,
+                    theirs == SamplingDecision::RecordAndSample,
+                    "rate {rate}"
+                );
+                kept += usize::from(ours);
+            }
+            let expected = rate * 2000.0;
+            assert!(
+                (kept as f64 - expected).abs() <= 100.0,
+                "rate {rate}: kept {kept}"
+            );
         }
     }
 }
