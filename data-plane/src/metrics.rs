@@ -636,4 +636,48 @@ services:
             assert_eq!(Some(&*slot.labels.route), route.name.as_deref());
         }
     }
+
+    #[test]
+    fn turning_per_consumer_on_rebuilds_the_routes_slot_and_interns_consumer_labels() {
+        let pools = Pools::default();
+        let m = Metrics::new();
+        let yaml = format!("{CONFIG}consumers:\n  - username: alice\n  - custom_id: no-name\n");
+        let snap = load_str(&yaml, &|_| None).unwrap().snapshot;
+        let rt0 = Runtime::compile(snap.clone(), &pools).unwrap();
+        m.prepare(&rt0);
+        let before = slots(&m);
+        assert!(before.iter().all(|s| !s.per_consumer));
+        assert!(m.routes.load_full().unwrap().consumers.is_empty());
+
+        // The same routes (same `Arc`s), plus a global prometheus with per_consumer.
+        let with = load_str(
+            &format!(
+                "{yaml}plugins:\n  - name: prometheus\n    config: {{ per_consumer: true }}\n"
+            ),
+            &|_| None,
+        )
+        .unwrap()
+        .snapshot;
+        let mut next = snap;
+        next.plugins = with.plugins;
+        let rt1 = Runtime::recompile(next, &pools, &rt0).unwrap();
+        m.prepare(&rt1);
+        let after = slots(&m);
+        for (old, new) in before.iter().zip(&after) {
+            assert!(new.per_consumer);
+            assert!(
+                !Arc::ptr_eq(old, new),
+                "a slot must not keep a stale per_consumer"
+            );
+        }
+        let table = m.routes.load_full().unwrap();
+        let labels: Vec<&str> = rt1
+            .snapshot
+            .consumers
+            .iter()
+            .map(|c| &*table.consumers[&c.id])
+            .collect();
+        let no_name = rt1.snapshot.consumers[1].id.to_string();
+        assert_eq!(labels, ["alice", no_name.as_str()]);
+    }
 }
