@@ -18,6 +18,8 @@ pub mod forward_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod opentelemetry;
+pub mod prometheus;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
@@ -42,6 +44,8 @@ pub enum PluginConfig {
     RequestSizeLimiting(request_size_limiting::Config),
     CircuitBreaker(circuit_breaker::Config),
     CorrelationId(correlation_id::Config),
+    Opentelemetry(Box<opentelemetry::Config>),
+    Prometheus(prometheus::Config),
 }
 
 /// Plugins bundled with Kong (KONG.md §3.1) that Portico does not run yet. Naming them apart
@@ -67,10 +71,8 @@ const KONG_ONLY: &[&str] = &[
     "ldap-auth",
     "loggly",
     "oauth2",
-    "opentelemetry",
     "post-function",
     "pre-function",
-    "prometheus",
     "proxy-cache",
     "redirect",
     "request-transformer",
@@ -99,6 +101,8 @@ impl PluginConfig {
         "request-size-limiting",
         "circuit-breaker",
         "correlation-id",
+        "opentelemetry",
+        "prometheus",
     ];
 
     /// Types and validates `config` (the plugin entity's `config` object; `{}` when absent) for
@@ -124,6 +128,10 @@ impl PluginConfig {
             }
             "circuit-breaker" => circuit_breaker::parse(fields).map(PluginConfig::CircuitBreaker),
             "correlation-id" => correlation_id::parse(fields).map(PluginConfig::CorrelationId),
+            "opentelemetry" => {
+                opentelemetry::parse(fields).map(|c| PluginConfig::Opentelemetry(Box::new(c)))
+            }
+            "prometheus" => prometheus::parse(fields).map(PluginConfig::Prometheus),
             // NAMES was checked above; this arm only keeps the match total.
             other => Err(vec![ConfigIssue::new("name", unknown(other))]),
         }
@@ -143,6 +151,8 @@ impl PluginConfig {
             PluginConfig::RequestSizeLimiting(c) => object(c),
             PluginConfig::CircuitBreaker(c) => object(c),
             PluginConfig::CorrelationId(c) => object(c),
+            PluginConfig::Opentelemetry(c) => object(&**c),
+            PluginConfig::Prometheus(c) => object(c),
         }
     }
 
@@ -160,6 +170,8 @@ impl PluginConfig {
             PluginConfig::RequestSizeLimiting(_) => "request-size-limiting",
             PluginConfig::CircuitBreaker(_) => "circuit-breaker",
             PluginConfig::CorrelationId(_) => "correlation-id",
+            PluginConfig::Opentelemetry(_) => "opentelemetry",
+            PluginConfig::Prometheus(_) => "prometheus",
         }
     }
 }
@@ -176,7 +188,7 @@ fn unknown(name: &str) -> String {
 
 /// A config struct as a JSON object.
 fn object<T: Serialize>(config: &T) -> Value {
-    // These structs hold only strings, numbers, booleans and lists of them, which serde_json
-    // always serializes; the fallback exists so no config can ever reach a panic.
+    // These structs hold only strings, numbers, booleans, and lists, string-keyed maps and
+    // records of them, which serde_json always serializes; the fallback exists so no config can ever reach a panic.
     serde_json::to_value(config).unwrap_or_else(|_| Value::Object(serde_json::Map::new()))
 }

@@ -6,7 +6,8 @@ use portico_common::{load_str, ConfigErrors, ConfigIssue};
 use serde_json::{json, Value};
 
 const SUPPORTED: &str = "key-auth, jwt, basic-auth, acl, ip-restriction, request-termination, \
-     forward-auth, rate-limiting, request-size-limiting, circuit-breaker, correlation-id";
+     forward-auth, rate-limiting, request-size-limiting, circuit-breaker, correlation-id, \
+     opentelemetry, prometheus";
 
 #[track_caller]
 fn parse(name: &str, config: Value) -> PluginConfig {
@@ -107,6 +108,7 @@ fn every_name_parses_and_names_itself() {
         "ip-restriction" => json!({"allow": ["::1"]}),
         "forward-auth" => json!({"url": "http://a"}),
         "rate-limiting" => json!({"minute": 5}),
+        "opentelemetry" => json!({"traces_endpoint": "http://collector:4318/v1/traces"}),
         _ => json!({}),
     };
     for name in PluginConfig::NAMES {
@@ -164,8 +166,8 @@ fn unknown_and_unsupported_names() {
         "request-transformer",
         "response-transformer",
         "proxy-cache",
-        "prometheus",
-        "opentelemetry",
+        "zipkin",
+        "http-log",
     ] {
         assert_refused(
             kong,
@@ -576,4 +578,261 @@ fn forward_auth_rules() {
     ] {
         parse("forward-auth", url(ok));
     }
+}
+
+#[test]
+fn prometheus_defaults_and_types() {
+    let typed = parse("prometheus", json!({}));
+    assert_eq!(
+        typed.to_value(),
+        json!({"per_consumer": false, "status_code_metrics": false, "latency_metrics": false,
+               "bandwidth_metrics": false, "upstream_health_metrics": false, "ai_metrics": false,
+               "wasm_metrics": false})
+    );
+    assert_eq!(parse("prometheus", typed.to_value()), typed);
+    let on = parse("prometheus", json!({"per_consumer": "true"}));
+    assert_eq!(on.to_value()["per_consumer"], json!(true));
+    assert_refused(
+        "prometheus",
+        json!({"per_consumer": "yes"}),
+        "config.per_consumer",
+        "invalid type: string \"yes\", expected a boolean",
+    );
+    assert_refused(
+        "prometheus",
+        json!({"per_consumers": true}),
+        "config",
+        "unknown field 'per_consumers'",
+    );
+    assert_refused(
+        "prometheus",
+        json!({"latency_metrics": 1}),
+        "config.latency_metrics",
+        "invalid type: integer `1`, expected a boolean",
+    );
+}
+
+#[test]
+fn prometheus_errors_name_the_entity_and_the_field() {
+    let e = load("_format_version: \"3.0\"\nservices:\n- name: s\n  host: h\n  routes:\n  - name: r\n    paths: [/]\n    plugins:\n    - name: prometheus\n      config: {per_consumer: \"yes\"}\n").unwrap_err();
+    assert!(
+        e.has(
+            "services[0].routes[0].plugins[0].config.per_consumer",
+            "invalid type: string \"yes\", expected a boolean"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.errors.len(), 1, "{e}");
+}
+
+const TRACES: &str = "http://collector:4318/v1/traces";
+
+#[test]
+fn opentelemetry_defaults_are_kongs() {
+    let typed = parse("opentelemetry", json!({"traces_endpoint": TRACES}));
+    assert_eq!(
+        typed.to_value(),
+        json!({"traces_endpoint": TRACES, "logs_endpoint": null, "headers": null,
+               "resource_attributes": null,
+               "queue": {"max_batch_size": 200, "max_coalescing_delay": 1.0, "max_entries": 10000,
+                         "max_bytes": null, "max_retry_time": 60.0, "initial_retry_delay": 0.01,
+                         "max_retry_delay": 60.0, "concurrency_limit": 1},
+               "batch_span_count": null, "batch_flush_delay": null,
+               "connect_timeout": 1000, "send_timeout": 5000, "read_timeout": 5000,
+               "http_response_header_for_traceid": null, "header_type": "preserve",
+               "sampling_rate": null,
+               "propagation": {"extract": null, "inject": null, "clear": null,
+                               "default_format": "w3c"}})
+    );
+    assert_eq!(parse("opentelemetry", typed.to_value()), typed);
+
+    // Kong's deprecated `endpoint` is `traces_endpoint`, and is not written back.
+    let old = parse("opentelemetry", json!({"endpoint": TRACES}));
+    assert_eq!(old, typed);
+
+    // Every field Kong has, set.
+    let full = json!({
+        "traces_endpoint": "https://otel.example.com/v1/traces",
+        "headers": {"Authorization": "Bearer t"},
+        "resource_attributes": {"service.name": "edge", "deployment.environment": "prod"},
+        "queue": {"max_batch_size": 50, "max_coalescing_delay": 2, "max_entries": 100,
+                  "max_bytes": 1000, "max_retry_time": 10, "initial_retry_delay": 0.5,
+                  "max_retry_delay": 5, "concurrency_limit": -1},
+        "batch_span_count": 200, "batch_flush_delay": 3,
+        "connect_timeout": 100, "send_timeout": 200, "read_timeout": 300,
+        "http_response_header_for_traceid": "x-trace-id", "header_type": "w3c",
+        "sampling_rate": "0.5",
+        "propagation": {"extract": ["w3c"], "inject": ["preserve", "w3c"],
+                        "clear": ["x-b3-traceid"], "default_format": "w3c"}
+    });
+    let typed = parse("opentelemetry", full);
+    let v = typed.to_value();
+    assert_eq!(v["sampling_rate"], json!(0.5));
+    assert_eq!(v["queue"]["max_batch_size"], json!(50));
+    assert_eq!(parse("opentelemetry", v), typed);
+}
+
+#[test]
+fn opentelemetry_rules() {
+    assert_refused(
+        "opentelemetry",
+        json!({}),
+        "config",
+        "at least one of these fields must be non-empty: 'config.traces_endpoint', \
+         'config.logs_endpoint'",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"logs_endpoint": "http://collector:4318/v1/logs"}),
+        "config.logs_endpoint",
+        "OTLP logs are not supported by Portico yet; remove logs_endpoint (traces_endpoint is \
+         supported, and the data plane's --access-log writes request logs)",
+    );
+    let both = refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "logs_endpoint": "http://collector:4318/v1/logs"}),
+    );
+    assert_eq!(both.len(), 1, "{both:?}");
+    assert_eq!(both[0].path, "config.logs_endpoint");
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": "collector:4318"}),
+        "config.traces_endpoint",
+        "'collector:4318' is not an http:// or https:// URL (the OTLP/HTTP traces endpoint, \
+         like http://collector:4318/v1/traces)",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": "http:///v1/traces"}),
+        "config.traces_endpoint",
+        "'http:///v1/traces' has no host",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "endpoint": "http://other/v1/traces"}),
+        "config.endpoint",
+        "endpoint is the deprecated name of traces_endpoint; set only one of them",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "sampling_rate": 1.5}),
+        "config.sampling_rate",
+        "value should be between 0 and 1",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "http_response_header_for_traceid": "x trace"}),
+        "config.http_response_header_for_traceid",
+        "bad header name 'x trace', allowed characters are A-Z, a-z, 0-9, '_', and '-'",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "headers": {"bad name": "v"}}),
+        "config.headers.bad name",
+        "bad header name 'bad name', allowed characters are A-Z, a-z, 0-9, '_', and '-'",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "headers": {"x-token": 5}}),
+        "config.headers",
+        "invalid type: integer `5`, expected a string",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "resource_attributes": {"env": ""}}),
+        "config.resource_attributes.env",
+        "required field missing",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "queue": {"max_batch_size": 0}}),
+        "config.queue",
+        "value should be between 1 and 1000000",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "send_timeout": -1}),
+        "config.send_timeout",
+        "value should be between 0 and 2147483646",
+    );
+}
+
+#[test]
+fn opentelemetry_propagation_is_w3c_only() {
+    let unsupported = |format: &str| {
+        format!(
+            "propagation format '{format}' is not supported by Portico yet: only W3C trace \
+             context ('w3c') is read and written"
+        )
+    };
+    let with = |propagation: Value| json!({"traces_endpoint": TRACES, "propagation": propagation});
+    assert_refused(
+        "opentelemetry",
+        with(json!({"extract": ["w3c", "b3"]})),
+        "config.propagation.extract[1]",
+        &unsupported("b3"),
+    );
+    assert_refused(
+        "opentelemetry",
+        with(json!({"inject": ["datadog"]})),
+        "config.propagation.inject[0]",
+        &unsupported("datadog"),
+    );
+    assert_refused(
+        "opentelemetry",
+        with(json!({"default_format": "jaeger"})),
+        "config.propagation.default_format",
+        &unsupported("jaeger"),
+    );
+    assert_refused(
+        "opentelemetry",
+        with(json!({"extract": ["w3c", "zipkin"]})),
+        "config.propagation.extract[1]",
+        "expected one of: w3c, b3, b3-single, jaeger, ot, datadog, aws, gcp, instana",
+    );
+    assert_refused(
+        "opentelemetry",
+        with(json!({"extract": ["preserve"]})),
+        "config.propagation.extract[0]",
+        "expected one of: w3c, b3, b3-single, jaeger, ot, datadog, aws, gcp, instana",
+    );
+    assert_refused(
+        "opentelemetry",
+        with(json!({"clear": ["ok", "not ok"]})),
+        "config.propagation.clear[1]",
+        "bad header name 'not ok', allowed characters are A-Z, a-z, 0-9, '_', and '-'",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "header_type": "b3"}),
+        "config.header_type",
+        "header_type 'b3' is not supported by Portico yet: only W3C trace context \
+         ('preserve' or 'w3c') is read and written",
+    );
+    assert_refused(
+        "opentelemetry",
+        json!({"traces_endpoint": TRACES, "header_type": "nope"}),
+        "config.header_type",
+        "expected one of: preserve, ignore, b3, b3-single, w3c, jaeger, ot, aws, gcp, datadog",
+    );
+}
+
+#[test]
+fn opentelemetry_errors_name_the_entity() {
+    let e = load("_format_version: \"3.0\"\nplugins:\n- name: opentelemetry\n  config: {logs_endpoint: \"http://c:4318/v1/logs\", sampling_rate: 2}\n").unwrap_err();
+    assert!(
+        e.has(
+            "plugins[0].config.sampling_rate",
+            "value should be between 0 and 1"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.errors
+            .iter()
+            .any(|i| i.path == "plugins[0].config.logs_endpoint"
+                && i.message.starts_with("OTLP logs are not supported")),
+        "{e}"
+    );
+    assert_eq!(e.errors.len(), 2, "{e}");
 }

@@ -8,6 +8,13 @@
 //! circuits, config, control-plane link) are read from [`Shared`] at scrape time
 //! (`metrics/scrape.rs`), so they cost the request path nothing.
 //!
+//! Consumers appear in labels only where a `prometheus` plugin with `per_consumer` applies, and
+//! only in two families of their own (`portico_http_requests_by_consumer_total`,
+//! `portico_rate_limited_by_consumer_total`): the label sets of the other families never change
+//! with the config, and a consumer label is a config name (username, or id), so the series stay
+//! bounded. Whether a route counts by consumer is settled when its slot is built, and consumer
+//! labels are interned per config: the request path only looks one up by id.
+//!
 //! The request path takes no lock for the per-route metrics: each route's histograms and
 //! counters are resolved once (on its first request after a config swap) into a slot of a table
 //! built off the request path in [`Metrics::prepare`]. Only `portico_http_requests_total`, whose
@@ -23,7 +30,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::{Method, Response};
-use portico_common::snapshot::{Route, Service, Snapshot};
+use portico_common::snapshot::{Consumer, Route, Service, Snapshot};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -61,6 +68,24 @@ struct RequestLabels {
     class: &'static str,
 }
 
+/// `portico_http_requests_by_consumer_total`: a route's requests by consumer and status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerRequestLabels {
+    service: Arc<str>,
+    route: Arc<str>,
+    consumer: Arc<str>,
+    code: u16,
+    class: &'static str,
+}
+
+/// `portico_rate_limited_by_consumer_total`: a route's rate-limit rejections by consumer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    service: Arc<str>,
+    route: Arc<str>,
+    consumer: Arc<str>,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BandwidthLabels {
     service: Arc<str>,
@@ -83,6 +108,9 @@ pub struct Metrics {
     upstream_latency: HistogramFamily,
     bandwidth: Family<BandwidthLabels, Counter>,
     rate_limited: Family<RouteLabels, Counter>,
+    /// Requests of `per_consumer` routes that identified a consumer.
+    requests_by_consumer: Family<ConsumerRequestLabels, Counter>,
+    rate_limited_by_consumer: Family<ConsumerLabels, Counter>,
     /// Handles of the routes of the last runtime given to [`Metrics::prepare`].
     routes: ArcSwapOption<RouteTable>,
     /// Requests that matched no route share one slot with empty labels, as in Kong.
@@ -96,6 +124,8 @@ pub struct Metrics {
 struct RouteTable {
     snapshot: Arc<Snapshot>,
     slots: Vec<Arc<RouteSlot>>,
+    /// Each consumer's label (username, or id), by id; empty when no route counts by consumer.
+    consumers: HashMap<Uuid, Arc<str>>,
 }
 
 /// One route's labels and, once it has seen a request, its resolved metrics.
@@ -105,6 +135,9 @@ struct RouteSlot {
     /// The route's chain runs rate-limiting: a 429 answered by the chain is counted as a
     /// rate-limit rejection.
     rate_limiting: bool,
+    /// The route's chain has `prometheus` with `per_consumer`: its requests are also counted
+    /// by consumer.
+    per_consumer: bool,
     handles: OnceLock<Handles>,
 }
 
@@ -122,6 +155,8 @@ struct Handles {
 #[derive(Debug, Default)]
 pub struct Observed {
     route: Option<Arc<RouteSlot>>,
+    /// The consumer's label, when the route counts by consumer and one was identified.
+    consumer: Option<Arc<str>>,
     /// Time to the upstream's response head, retries included; `None` when not proxied.
     pub upstream_latency: Option<Duration>,
     /// The route's plugin chain answered instead of the upstream.
@@ -147,6 +182,17 @@ impl Observed {
         self.route = metrics.slot(rt, route_index);
     }
 
+    /// Notes the consumer the plugin chain identified (if any). Kept only for a route whose
+    /// chain counts by consumer; the label is the config's, interned when `rt` was prepared.
+    pub fn identified(&mut self, metrics: &Metrics, rt: &Runtime, consumer: Option<&Consumer>) {
+        let (Some(slot), Some(c)) = (&self.route, consumer) else {
+            return;
+        };
+        if slot.per_consumer {
+            self.consumer = Some(metrics.consumer_label(rt, c));
+        }
+    }
+
     /// The matched route's (route, service) labels: config names, or ids when unnamed.
     pub fn route_labels(&self) -> Option<(Arc<str>, Arc<str>)> {
         self.route
@@ -170,6 +216,8 @@ impl Metrics {
         let upstream_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let bandwidth = Family::<BandwidthLabels, Counter>::default();
         let rate_limited = Family::<RouteLabels, Counter>::default();
+        let requests_by_consumer = Family::<ConsumerRequestLabels, Counter>::default();
+        let rate_limited_by_consumer = Family::<ConsumerLabels, Counter>::default();
         registry.register(
             "http_requests",
             "Requests answered, by service, route, method, status code and class",
@@ -199,12 +247,25 @@ impl Metrics {
             "Requests refused with 429 by the rate-limiting plugin",
             rate_limited.clone(),
         );
+        registry.register(
+            "http_requests_by_consumer",
+            "Requests answered on routes whose prometheus plugin has per_consumer, for those \
+             that identified a consumer, by service, route, consumer, status code and class",
+            requests_by_consumer.clone(),
+        );
+        registry.register(
+            "rate_limited_by_consumer",
+            "Requests refused with 429 by the rate-limiting plugin on routes whose prometheus \
+             plugin has per_consumer, for those that identified a consumer",
+            rate_limited_by_consumer.clone(),
+        );
         let unmatched = Arc::new(RouteSlot {
             labels: RouteLabels {
                 service: Arc::from(""),
                 route: Arc::from(""),
             },
             rate_limiting: false,
+            per_consumer: false,
             handles: OnceLock::new(),
         });
         Metrics {
@@ -214,6 +275,8 @@ impl Metrics {
             upstream_latency,
             bandwidth,
             rate_limited,
+            requests_by_consumer,
+            rate_limited_by_consumer,
             routes: ArcSwapOption::empty(),
             unmatched,
             last_apply_micros: AtomicU64::new(0),
@@ -246,16 +309,29 @@ impl Metrics {
                     .filter(|old| {
                         *old.labels.service == *service.map_or("", |s| &**s)
                             && old.rate_limiting == RouteSlot::rate_limiting(rt, i)
+                            && old.per_consumer == RouteSlot::per_consumer(rt, i)
                     });
                 match reused {
                     Some(old) => Arc::clone(old),
                     None => Arc::new(RouteSlot::of(rt, i, service.cloned())),
                 }
             })
-            .collect();
+            .collect::<Vec<Arc<RouteSlot>>>();
+        // Interned only when some route counts by consumer: a config without the plugin pays
+        // nothing per consumer.
+        let consumers = if slots.iter().any(|s| s.per_consumer) {
+            rt.snapshot
+                .consumers
+                .iter()
+                .map(|c| (c.id, consumer_label(c)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         self.routes.store(Some(Arc::new(RouteTable {
             snapshot: rt.snapshot.clone(),
             slots,
+            consumers,
         })));
     }
 
@@ -279,6 +355,18 @@ impl Metrics {
             .and_then(|id| rt.snapshot.services.iter().find(|s| s.id == id))
             .map(|s| service_label(s));
         Some(Arc::new(RouteSlot::of(rt, index, service)))
+    }
+
+    /// The label of consumer `c` of `rt`: interned by [`Metrics::prepare`]; built on the spot
+    /// only for a request still on a runtime older than the table (rare, correct, slower).
+    fn consumer_label(&self, rt: &Runtime, c: &Consumer) -> Arc<str> {
+        let table = self.routes.load();
+        table
+            .as_ref()
+            .filter(|t| Arc::ptr_eq(&t.snapshot, &rt.snapshot))
+            .and_then(|t| t.consumers.get(&c.id))
+            .cloned()
+            .unwrap_or_else(|| consumer_label(c))
     }
 
     /// Records one answered request: `resp` is what the client gets, `elapsed` the time since
@@ -311,8 +399,29 @@ impl Metrics {
         if let Some(n) = bytes_in.filter(|n| *n > 0) {
             h.bytes_in.inc_by(n);
         }
-        if observed.plugin_reply && code == 429 && slot.rate_limiting {
+        let rate_limited = observed.plugin_reply && code == 429 && slot.rate_limiting;
+        if rate_limited {
             self.rate_limited.get_or_create(&slot.labels).inc();
+        }
+        if let Some(consumer) = &observed.consumer {
+            self.requests_by_consumer
+                .get_or_create(&ConsumerRequestLabels {
+                    service: slot.labels.service.clone(),
+                    route: slot.labels.route.clone(),
+                    consumer: consumer.clone(),
+                    code,
+                    class: class_label(code),
+                })
+                .inc();
+            if rate_limited {
+                self.rate_limited_by_consumer
+                    .get_or_create(&ConsumerLabels {
+                        service: slot.labels.service.clone(),
+                        route: slot.labels.route.clone(),
+                        consumer: consumer.clone(),
+                    })
+                    .inc();
+            }
         }
         h.bytes_out.clone()
     }
@@ -367,6 +476,14 @@ impl<'t> Carry<'t> {
     }
 }
 
+/// A consumer's label: its username, or its id when it has none (Kong's per_consumer label).
+fn consumer_label(c: &Consumer) -> Arc<str> {
+    match &c.username {
+        Some(name) => Arc::from(name.as_str()),
+        None => Arc::from(c.id.to_string()),
+    }
+}
+
 /// A service's label: its name, or its id when unnamed.
 fn service_label(s: &Service) -> Arc<str> {
     match &s.name {
@@ -387,6 +504,7 @@ impl RouteSlot {
                 route: Arc::from(route_name),
             },
             rate_limiting: RouteSlot::rate_limiting(rt, index),
+            per_consumer: RouteSlot::per_consumer(rt, index),
             handles: OnceLock::new(),
         }
     }
@@ -397,6 +515,11 @@ impl RouteSlot {
             .for_route(index)
             .names()
             .contains(&"rate-limiting")
+    }
+
+    /// Whether route `index`'s chain counts requests by consumer.
+    fn per_consumer(rt: &Runtime, index: usize) -> bool {
+        rt.plugins.for_route(index).per_consumer()
     }
 
     /// The route's series, looked up in the families on its first request only.
@@ -512,5 +635,49 @@ services:
         for (slot, route) in after.iter().zip(&rt1.snapshot.routes) {
             assert_eq!(Some(&*slot.labels.route), route.name.as_deref());
         }
+    }
+
+    #[test]
+    fn turning_per_consumer_on_rebuilds_the_routes_slot_and_interns_consumer_labels() {
+        let pools = Pools::default();
+        let m = Metrics::new();
+        let yaml = format!("{CONFIG}consumers:\n  - username: alice\n  - custom_id: no-name\n");
+        let snap = load_str(&yaml, &|_| None).unwrap().snapshot;
+        let rt0 = Runtime::compile(snap.clone(), &pools).unwrap();
+        m.prepare(&rt0);
+        let before = slots(&m);
+        assert!(before.iter().all(|s| !s.per_consumer));
+        assert!(m.routes.load_full().unwrap().consumers.is_empty());
+
+        // The same routes (same `Arc`s), plus a global prometheus with per_consumer.
+        let with = load_str(
+            &format!(
+                "{yaml}plugins:\n  - name: prometheus\n    config: {{ per_consumer: true }}\n"
+            ),
+            &|_| None,
+        )
+        .unwrap()
+        .snapshot;
+        let mut next = snap;
+        next.plugins = with.plugins;
+        let rt1 = Runtime::recompile(next, &pools, &rt0).unwrap();
+        m.prepare(&rt1);
+        let after = slots(&m);
+        for (old, new) in before.iter().zip(&after) {
+            assert!(new.per_consumer);
+            assert!(
+                !Arc::ptr_eq(old, new),
+                "a slot must not keep a stale per_consumer"
+            );
+        }
+        let table = m.routes.load_full().unwrap();
+        let labels: Vec<&str> = rt1
+            .snapshot
+            .consumers
+            .iter()
+            .map(|c| &*table.consumers[&c.id])
+            .collect();
+        let no_name = rt1.snapshot.consumers[1].id.to_string();
+        assert_eq!(labels, ["alice", no_name.as_str()]);
     }
 }

@@ -19,6 +19,8 @@ pub mod forward_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod opentelemetry;
+pub mod prometheus;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
@@ -103,6 +105,20 @@ pub const PRIORITY: &[(&str, i32, &str)] = &[
         900,
         "Portico's own, after rate-limiting (in Kong's response-ratelimiting slot): fail fast \
          only for requests that would otherwise have gone upstream",
+    ),
+    (
+        "opentelemetry",
+        14,
+        "Kong's place, late among the plugins: the proxy starts the trace before any plugin \
+         runs (the chain hands it the pipeline), so the position only orders its header \
+         clearing after every plugin that reads the client's headers",
+    ),
+    (
+        "prometheus",
+        13,
+        "Kong's place, with the loggers: it does no work per request (metrics are recorded \
+         once the response is known) and its per_consumer switch is read when the config is \
+         compiled, after auth plugins have named the consumer",
     ),
     (
         "request-termination",
@@ -408,6 +424,10 @@ pub struct BuildEnv<'a> {
     pub enabled: &'a Enabled,
     /// The id of the plugin entity being built (nil outside [`Chains::build`]).
     pub id: Uuid,
+    /// `--tracing-sampling-rate`: what an `opentelemetry` plugin without `sampling_rate` samples.
+    pub sampling_rate: f64,
+    /// The node id, the `service.instance.id` of the spans an `opentelemetry` plugin exports.
+    pub node_id: &'a str,
     /// The instance with this id in the runtime being replaced, if any. State that must
     /// survive a config swap (rate-limit counters, circuit state, a Redis connection) is taken
     /// from it, typically as an `Arc` the new instance shares.
@@ -415,13 +435,26 @@ pub struct BuildEnv<'a> {
 }
 
 impl<'a> BuildEnv<'a> {
-    /// An environment for building without a previous runtime.
+    /// An environment for building without a previous runtime, with the default sampling
+    /// rate and no node id.
     pub fn new(pools: &'a Pools, enabled: &'a Enabled) -> Self {
         BuildEnv {
             pools,
             enabled,
             id: Uuid::nil(),
+            sampling_rate: crate::telemetry::DEFAULT_SAMPLING_RATE,
+            node_id: "",
             previous: None,
+        }
+    }
+
+    /// The same environment with the node's tracing settings (`--tracing-sampling-rate`, node
+    /// id) from `telemetry`.
+    pub fn with_telemetry(self, telemetry: &'a crate::telemetry::Telemetry) -> Self {
+        BuildEnv {
+            sampling_rate: telemetry.sampling_rate,
+            node_id: &telemetry.node_id,
+            ..self
         }
     }
 }
@@ -518,6 +551,8 @@ pub enum Instance {
     RequestSizeLimiting(request_size_limiting::RequestSizeLimiting),
     CircuitBreaker(circuit_breaker::CircuitBreaker),
     CorrelationId(correlation_id::CorrelationId),
+    Opentelemetry(opentelemetry::Opentelemetry),
+    Prometheus(prometheus::Prometheus),
 }
 
 impl Instance {
@@ -551,6 +586,12 @@ impl Instance {
             PluginConfig::CorrelationId(c) => {
                 Instance::CorrelationId(correlation_id::CorrelationId::build(c, env)?)
             }
+            PluginConfig::Opentelemetry(c) => {
+                Instance::Opentelemetry(opentelemetry::Opentelemetry::build(c, env)?)
+            }
+            PluginConfig::Prometheus(c) => {
+                Instance::Prometheus(prometheus::Prometheus::build(c, env)?)
+            }
         })
     }
 
@@ -568,12 +609,22 @@ impl Instance {
             Instance::RequestSizeLimiting(_) => request_size_limiting::RequestSizeLimiting::NAME,
             Instance::CircuitBreaker(_) => circuit_breaker::CircuitBreaker::NAME,
             Instance::CorrelationId(_) => correlation_id::CorrelationId::NAME,
+            Instance::Opentelemetry(_) => opentelemetry::Opentelemetry::NAME,
+            Instance::Prometheus(_) => prometheus::Prometheus::NAME,
         }
     }
 
     /// The trace pipeline of an `opentelemetry` instance.
     pub fn tracing(&self) -> Option<&std::sync::Arc<crate::telemetry::trace::Tracing>> {
-        None
+        match self {
+            Instance::Opentelemetry(p) => Some(p.tracing()),
+            _ => None,
+        }
+    }
+
+    /// Whether a `prometheus` instance counts requests by consumer.
+    pub fn per_consumer(&self) -> bool {
+        matches!(self, Instance::Prometheus(p) if p.per_consumer())
     }
 
     /// Runs the log phase.
@@ -590,6 +641,8 @@ impl Instance {
             Instance::RequestSizeLimiting(p) => p.log(outcome, ctx),
             Instance::CircuitBreaker(p) => p.log(outcome, ctx),
             Instance::CorrelationId(p) => p.log(outcome, ctx),
+            Instance::Opentelemetry(p) => p.log(outcome, ctx),
+            Instance::Prometheus(p) => p.log(outcome, ctx),
         }
     }
 
@@ -607,6 +660,8 @@ impl Instance {
             Instance::RequestSizeLimiting(p) => p.access(req, ctx).await,
             Instance::CircuitBreaker(p) => p.access(req, ctx).await,
             Instance::CorrelationId(p) => p.access(req, ctx).await,
+            Instance::Opentelemetry(p) => p.access(req, ctx).await,
+            Instance::Prometheus(p) => p.access(req, ctx).await,
         }
     }
 }

@@ -410,7 +410,9 @@ async fn proxy(
             host: &host,
             request_id,
         };
-        if let Flow::Respond(reply) = chain.access(&mut req, &mut ctx).await {
+        let flow = chain.access(&mut req, &mut ctx).await;
+        observed.identified(&shared.metrics, rt, ctx.consumer);
+        if let Flow::Respond(reply) = flow {
             observed.plugin_reply = true;
             let id = request_id.to_str().unwrap_or("");
             let mut resp = reply.into_response(id, format);

@@ -62,7 +62,8 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles `snapshot`, sharing connection pools through `pools`. Errors name the entity.
     pub fn compile(snapshot: Snapshot, pools: &Pools) -> Result<Runtime, Vec<ConfigIssue>> {
-        Runtime::build(snapshot, pools, &Enabled::default(), None)
+        let enabled = Enabled::default();
+        Runtime::build(snapshot, &BuildEnv::new(pools, &enabled), None)
     }
 
     /// Compiles `snapshot` for the data plane `shared` (its pools and its `--plugins`),
@@ -72,7 +73,8 @@ impl Runtime {
         shared: &crate::state::Shared,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, Vec<ConfigIssue>> {
-        Runtime::build(snapshot, &shared.pools, &shared.plugins, previous)
+        let env = BuildEnv::new(&shared.pools, &shared.plugins).with_telemetry(&shared.telemetry);
+        Runtime::build(snapshot, &env, previous)
     }
 
     /// Compiles `snapshot` as [`Runtime::compile`] does, with the same result, reusing from
@@ -86,20 +88,21 @@ impl Runtime {
         pools: &Pools,
         previous: &Runtime,
     ) -> Result<Runtime, Vec<ConfigIssue>> {
-        Runtime::build(snapshot, pools, &Enabled::default(), Some(previous))
+        let enabled = Enabled::default();
+        Runtime::build(snapshot, &BuildEnv::new(pools, &enabled), Some(previous))
     }
 
     fn build(
         snapshot: Snapshot,
-        pools: &Pools,
-        enabled: &Enabled,
+        env: &BuildEnv<'_>,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, Vec<ConfigIssue>> {
+        let pools = env.pools;
         let mut issues = Vec::new();
         // Plugins are few: rebuilt on every compile, also a recompile, so an instance never
-        // outlives the config it was built from.
-        let env = BuildEnv::new(pools, enabled);
-        let plugins = match Chains::build(&snapshot, &env, previous.map(|rt| &rt.plugins)) {
+        // outlives the config it was built from (state that must live on is taken from
+        // `previous` by the plugin, see `BuildEnv::previous`).
+        let plugins = match Chains::build(&snapshot, env, previous.map(|rt| &rt.plugins)) {
             Ok(c) => c,
             Err(errors) => {
                 issues.extend(errors);

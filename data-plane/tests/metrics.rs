@@ -223,6 +223,11 @@ async fn request_metrics_count_known_traffic_with_config_labels_only() {
     assert!(!text.contains("secret-4711"), "raw path leaked:\n{text}");
     assert!(!text.contains("no-such-route"), "raw path leaked:\n{text}");
     assert!(!text.contains("127.0.0.1"), "host leaked:\n{text}");
+    // No prometheus plugin with per_consumer: no consumer label anywhere.
+    assert!(
+        !text.contains("consumer=\""),
+        "consumer label without per_consumer:\n{text}"
+    );
     promtool::check_metrics(&text);
 
     let (om, ct) = scrape_as(
@@ -233,6 +238,142 @@ async fn request_metrics_count_known_traffic_with_config_labels_only() {
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     assert!(om.contains("# TYPE portico_http_requests counter"), "{om}");
     assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    gw.stop().await;
+}
+
+/// Routes with key-auth and rate-limiting; `members` also runs prometheus with per_consumer
+/// (route-scoped), `plain` runs a prometheus without it.
+fn per_consumer_yaml(up: &Upstream) -> String {
+    format!(
+        "_format_version: \"3.0\"
+services:
+  - name: echo
+    url: http://{}
+    routes:
+      - name: members
+        paths: [/members]
+        plugins:
+          - name: key-auth
+          - name: rate-limiting
+            config: {{ minute: 1, policy: local, limit_by: consumer }}
+          - name: prometheus
+            config: {{ per_consumer: true }}
+      - name: plain
+        paths: [/plain]
+        plugins:
+          - name: key-auth
+          - name: rate-limiting
+            config: {{ minute: 1, policy: local, limit_by: consumer }}
+          - name: prometheus
+consumers:
+  - username: alice
+    keyauth_credentials: [{{ key: alice-key }}]
+  - username: bob
+    keyauth_credentials: [{{ key: bob-key }}]
+  - id: 5b2d1c8e-0f3a-4c55-9b7e-2f1d0a9c6e41
+    custom_id: batch-job
+    keyauth_credentials: [{{ key: job-key }}]
+",
+        up.addr
+    )
+}
+
+#[tokio::test]
+async fn per_consumer_counts_rate_limit_rejections_and_requests_by_consumer() {
+    let up = Upstream::echo("echo").await;
+    let gw = Gateway::start(&per_consumer_yaml(&up)).await;
+    let call = |path: &'static str, key: &'static str| {
+        let url = gw.url(path);
+        async move { get(&url, &[("apikey", key)]).await.status }
+    };
+    // alice: one allowed, two refused; bob: one allowed, one refused; the consumer without a
+    // username: one refused after one allowed. Each consumer has its own allowance.
+    assert_eq!(call("/members", "alice-key").await, StatusCode::OK);
+    assert_eq!(
+        call("/members", "alice-key").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        call("/members", "alice-key").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(call("/members", "bob-key").await, StatusCode::OK);
+    assert_eq!(
+        call("/members", "bob-key").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(call("/members", "job-key").await, StatusCode::OK);
+    assert_eq!(
+        call("/members", "job-key").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // No consumer identified: counted in the route's families only.
+    assert_eq!(call("/members", "wrong").await, StatusCode::UNAUTHORIZED);
+    // The route whose prometheus has no per_consumer.
+    assert_eq!(call("/plain", "alice-key").await, StatusCode::OK);
+    assert_eq!(
+        call("/plain", "alice-key").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let (text, _) = scrape(&gw).await;
+    let limited = "portico_rate_limited_by_consumer_total";
+    let job = "5b2d1c8e-0f3a-4c55-9b7e-2f1d0a9c6e41";
+    for (consumer, n) in [("alice", 2.0), ("bob", 1.0), (job, 1.0)] {
+        expect(
+            &text,
+            &format!(r#"{limited}{{service="echo",route="members",consumer="{consumer}"}}"#),
+            n,
+        );
+    }
+    let requests = "portico_http_requests_by_consumer_total";
+    for (consumer, code, class, n) in [
+        ("alice", 200, "2xx", 1.0),
+        ("alice", 429, "4xx", 2.0),
+        ("bob", 200, "2xx", 1.0),
+        ("bob", 429, "4xx", 1.0),
+        (job, 200, "2xx", 1.0),
+        (job, 429, "4xx", 1.0),
+    ] {
+        expect(
+            &text,
+            &format!(
+                r#"{requests}{{service="echo",route="members",consumer="{consumer}",code="{code}",class="{class}"}}"#
+            ),
+            n,
+        );
+    }
+    // Exactly those series: no 401 without a consumer, nothing for the route without
+    // per_consumer.
+    let consumer_lines: Vec<&str> = text.lines().filter(|l| l.contains("consumer=\"")).collect();
+    assert_eq!(consumer_lines.len(), 9, "{consumer_lines:#?}");
+    assert!(
+        consumer_lines
+            .iter()
+            .all(|l| l.contains(r#"route="members""#)),
+        "{consumer_lines:#?}"
+    );
+    // The route families keep their label sets and count every request.
+    expect(
+        &text,
+        r#"portico_rate_limited_total{service="echo",route="members"}"#,
+        4.0,
+    );
+    expect(
+        &text,
+        r#"portico_rate_limited_total{service="echo",route="plain"}"#,
+        1.0,
+    );
+    expect(
+        &text,
+        r#"portico_http_requests_total{service="echo",route="members",method="GET",code="401",class="4xx"}"#,
+        1.0,
+    );
+    assert!(
+        !text.contains("alice-key") && !text.contains("batch-job"),
+        "{text}"
+    );
+    promtool::check_metrics(&text);
     gw.stop().await;
 }
 

@@ -1,5 +1,6 @@
-//! Traces and the access log, end to end: an OTLP collector runs in-process (a tonic server with
-//! the OpenTelemetry proto types), requests go through a real data plane to a real upstream,
+//! Traces and the access log, end to end: OTLP collectors run in-process (a tonic server for
+//! OTLP/gRPC, a hyper server decoding OTLP/HTTP protobuf, both with the OpenTelemetry proto
+//! types), requests go through a real data plane to a real upstream,
 //! and the tests read what the collector received, what the upstream saw and what the access
 //! log holds.
 
@@ -26,11 +27,13 @@ use portico_data_plane::telemetry::access_log::Target;
 use portico_data_plane::telemetry::TelemetryOptions;
 use tokio::sync::mpsc;
 
-/// A span as received, with its resource's attributes.
+/// A span as received, with its resource's attributes and the export's headers (gRPC
+/// metadata or HTTP headers).
 #[derive(Debug, Clone)]
 struct Received {
     span: Span,
     resource: HashMap<String, String>,
+    headers: http::HeaderMap,
 }
 
 impl Received {
@@ -74,27 +77,96 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        for rs in request.into_inner().resource_spans {
-            let resource: HashMap<String, String> = rs
-                .resource
-                .map(|r| {
-                    r.attributes
-                        .iter()
-                        .filter_map(|kv| Some((kv.key.clone(), attr(&r.attributes, &kv.key)?)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    let _ = self.tx.send(Received {
-                        span,
-                        resource: resource.clone(),
-                    });
-                }
-            }
-        }
+        let headers = request.metadata().clone().into_headers();
+        forward(&self.tx, request.into_inner(), &headers);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// Sends every span of `export` to `tx`.
+fn forward(
+    tx: &mpsc::UnboundedSender<Received>,
+    export: ExportTraceServiceRequest,
+    headers: &http::HeaderMap,
+) {
+    for rs in export.resource_spans {
+        let resource: HashMap<String, String> = rs
+            .resource
+            .map(|r| {
+                r.attributes
+                    .iter()
+                    .filter_map(|kv| Some((kv.key.clone(), attr(&r.attributes, &kv.key)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ss in rs.scope_spans {
+            for span in ss.spans {
+                let _ = tx.send(Received {
+                    span,
+                    resource: resource.clone(),
+                    headers: headers.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// An OTLP/HTTP (protobuf) collector on 127.0.0.1:0 and the spans it receives on `/v1/traces`.
+async fn http_collector() -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    use http_body_util::BodyExt;
+    use prost::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let bytes = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let status = match (
+                                parts.uri.path(),
+                                ExportTraceServiceRequest::decode(bytes),
+                            ) {
+                                ("/v1/traces", Ok(export)) => {
+                                    forward(&tx, export, &parts.headers);
+                                    http::StatusCode::OK
+                                }
+                                _ => http::StatusCode::BAD_REQUEST,
+                            };
+                            let body = ExportTraceServiceResponse::default().encode_to_vec();
+                            let mut resp = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            *resp.status_mut() = status;
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static("application/x-protobuf"),
+                            );
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    (addr, rx)
 }
 
 /// An OTLP/gRPC collector on 127.0.0.1:0 and the spans it receives.
@@ -420,5 +492,112 @@ consumers:
     assert_eq!(l["status"], 404);
     assert_eq!(l["route"], "");
     assert_eq!(l["path"], "/nothing");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_opentelemetry_plugin_traces_its_route_to_its_own_otlp_http_collector() {
+    let (addr, mut rx) = http_collector().await;
+    let up = Upstream::echo("orders").await;
+    // No node pipeline (--otlp-endpoint): only the plugin's route is traced.
+    let yaml = format!(
+        "_format_version: \"3.0\"
+services:
+  - name: orders
+    url: http://{}
+    routes:
+      - name: traced
+        paths: [/traced]
+        plugins:
+          - name: opentelemetry
+            config:
+              traces_endpoint: http://{addr}/v1/traces
+              sampling_rate: 1
+              headers: {{ X-Otlp-Token: s3cret }}
+              resource_attributes: {{ deployment.environment: test }}
+              http_response_header_for_traceid: X-Trace-Id
+              propagation: {{ extract: [w3c], inject: [preserve], clear: [X-Legacy-Trace] }}
+      - name: plain
+        paths: [/plain]
+",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    let plain_trace = "0af7651916cd43dd8448eb211c80319c";
+    let plain = get(
+        &gw.url("/plain"),
+        &[
+            (
+                "traceparent",
+                &format!("00-{plain_trace}-b7ad6b7169203331-01"),
+            ),
+            ("x-legacy-trace", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(plain.headers.get("x-trace-id").is_none());
+    assert_eq!(up.last().headers["x-legacy-trace"], "kept");
+
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let got = get(
+        &gw.url("/traced"),
+        &[("traceparent", &traceparent), ("x-legacy-trace", "old")],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.headers["x-trace-id"], CLIENT_TRACE, "trace id answered");
+    let seen = up.last();
+    assert!(
+        seen.headers["traceparent"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("00-{CLIENT_TRACE}-")),
+        "the upstream continues the client's trace"
+    );
+    assert!(
+        seen.headers.get("x-legacy-trace").is_none(),
+        "propagation.clear"
+    );
+
+    // Every span that arrives until the traced request's two have: spans are exported in the
+    // order they end, so the earlier plain request's would be among them.
+    let mut arrived = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while arrived
+        .iter()
+        .filter(|s: &&Received| s.trace_id() == CLIENT_TRACE)
+        .count()
+        < 2
+    {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(s)) => arrived.push(s),
+            _ => panic!("the traced request's spans did not arrive: {arrived:#?}"),
+        }
+    }
+    assert!(
+        arrived.iter().all(|s| s.trace_id() != plain_trace),
+        "a route without the plugin is not traced to its collector: {arrived:#?}"
+    );
+    let root = arrived
+        .iter()
+        .find(|s| s.trace_id() == CLIENT_TRACE && s.span.kind == SpanKind::Server as i32)
+        .expect("a server span");
+    assert_eq!(root.parent_id(), CLIENT_SPAN);
+    assert_eq!(root.span.name, "GET traced");
+    assert_eq!(root.resource["deployment.environment"], "test");
+    assert_eq!(root.resource["service.name"], "portico");
+    assert_eq!(
+        root.headers["x-otlp-token"], "s3cret",
+        "configured export header"
+    );
+    assert!(
+        root.headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/x-protobuf")),
+        "OTLP/HTTP protobuf: {:?}",
+        root.headers
+    );
     gw.stop().await;
 }

@@ -17,6 +17,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Also what the data plane would refuse (router build, plugins this build lacks), so
         // "OK" here means `portico dp` serves the file.
         let pools = portico_data_plane::pool::Pools::default();
+        // Building an opentelemetry plugin's exporter needs a tokio runtime (nothing is sent).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| portico_common::ConfigErrors {
+                errors: vec![portico_common::ConfigIssue::new(
+                    "",
+                    format!("runtime: {e}"),
+                )],
+            })?;
+        let _runtime = rt.enter();
         match portico_data_plane::runtime::Runtime::compile(loaded.snapshot.clone(), &pools) {
             Ok(_) => Ok(loaded),
             Err(errors) => Err(portico_common::ConfigErrors { errors }),

@@ -50,6 +50,46 @@ fn in_range<E: Error, T: TryFrom<i64>>(v: i64, lo: i64, hi: i64) -> Result<T, E>
     T::try_from(v).map_err(|_| out_of_range())
 }
 
+/// A number, or a string holding one (`minute: "${RATE}"` is still a string after the
+/// variable is substituted), as the integer fields accept.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LenientNumber {
+    Number(f64),
+    Text(String),
+}
+
+/// A number (integer or not), or a string holding one.
+pub(super) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    match LenientNumber::deserialize(d)? {
+        LenientNumber::Number(n) => Ok(n),
+        LenientNumber::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| D::Error::custom(format!("expected a number, got '{t}'"))),
+    }
+}
+
+/// As [`number`] for an optional field (`null` is unset: `Fields` drops nulls before decoding).
+pub(super) fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    number(d).map(Some)
+}
+
+/// A number within Kong's inclusive `between = { lo, hi }`.
+pub(super) fn number_between<'de, D: Deserializer<'de>>(
+    d: D,
+    lo: f64,
+    hi: f64,
+) -> Result<f64, D::Error> {
+    let v = number(d)?;
+    if !(lo..=hi).contains(&v) {
+        return Err(D::Error::custom(format!(
+            "value should be between {lo} and {hi}"
+        )));
+    }
+    Ok(v)
+}
+
 /// An optional list of IPs or CIDRs (Kong's `ip_or_cidr` typedef), written back as CIDRs.
 pub(super) mod ip_list {
     use super::*;

@@ -10,8 +10,7 @@
 //!   always synchronous: Portico's counts are exact, never batched.
 //! - `algorithm` is Portico's own: `fixed-window` (Kong's) or `sliding-window`.
 
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::de;
 use super::fields::{header_name_error, Fields, LENGTH_MIN};
@@ -155,17 +154,17 @@ impl Default for Redis {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    #[serde(deserialize_with = "opt_number")]
+    #[serde(deserialize_with = "de::opt_number")]
     pub second: Option<f64>,
-    #[serde(deserialize_with = "opt_number")]
+    #[serde(deserialize_with = "de::opt_number")]
     pub minute: Option<f64>,
-    #[serde(deserialize_with = "opt_number")]
+    #[serde(deserialize_with = "de::opt_number")]
     pub hour: Option<f64>,
-    #[serde(deserialize_with = "opt_number")]
+    #[serde(deserialize_with = "de::opt_number")]
     pub day: Option<f64>,
-    #[serde(deserialize_with = "opt_number")]
+    #[serde(deserialize_with = "de::opt_number")]
     pub month: Option<f64>,
-    #[serde(deserialize_with = "opt_number")]
+    #[serde(deserialize_with = "de::opt_number")]
     pub year: Option<f64>,
     pub limit_by: LimitBy,
     /// The header counted by with `limit_by: header`.
@@ -185,7 +184,7 @@ pub struct Config {
     pub error_code: u16,
     pub error_message: String,
     /// Kong's batching interval; −1 is synchronous (see the module doc).
-    #[serde(deserialize_with = "number")]
+    #[serde(deserialize_with = "de::number")]
     pub sync_rate: f64,
     pub algorithm: Algorithm,
     // Kong's deprecated flat shorthands: folded into `redis` by `parse`, never written back.
@@ -421,27 +420,4 @@ fn order_error(c: &Config) -> Option<String> {
         }
     }
     None
-}
-
-/// A number, or a string holding one (`minute: "${RATE}"` is still a string after the
-/// variable is substituted), as the integer fields accept.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Lenient {
-    Number(f64),
-    Text(String),
-}
-
-fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    match Lenient::deserialize(d)? {
-        Lenient::Number(n) => Ok(n),
-        Lenient::Text(t) => t
-            .trim()
-            .parse()
-            .map_err(|_| D::Error::custom(format!("expected a number, got '{t}'"))),
-    }
-}
-
-fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    number(d).map(Some)
 }

@@ -84,9 +84,19 @@ pub struct Chain {
     /// The trace pipeline of the chain's `opentelemetry` plugin: the route is traced with it
     /// from the request's start, not only from the plugin's turn in the chain.
     tracing: Option<Arc<Tracing>>,
+    /// The chain's consumer-less `prometheus` config has `per_consumer`: the route's requests
+    /// are also counted by consumer (read once per config by the metrics slots).
+    per_consumer: bool,
 }
 
 impl Chain {
+    /// Whether the chain's `prometheus` plugin counts requests by consumer. Consumer-scoped
+    /// `prometheus` configs do not change it: the label set of a route is settled per config,
+    /// not per request.
+    pub fn per_consumer(&self) -> bool {
+        self.per_consumer
+    }
+
     /// The `opentelemetry` plugin's trace pipeline, when the chain has one.
     pub fn tracing(&self) -> Option<&Arc<Tracing>> {
         self.tracing.as_ref()
@@ -156,6 +166,7 @@ pub struct Chains {
 static EMPTY: Chain = Chain {
     slots: Vec::new(),
     tracing: None,
+    per_consumer: false,
 };
 
 impl Chains {
@@ -326,8 +337,14 @@ fn chain_for(
         .iter()
         .find_map(|(_, s)| s.base.as_ref().and_then(|(_, e)| e.instance.tracing()))
         .cloned();
+    let per_consumer = named.iter().any(|(_, s)| {
+        s.base
+            .as_ref()
+            .is_some_and(|(_, e)| e.instance.per_consumer())
+    });
     Chain {
         slots: named.into_iter().map(|(_, s)| s).collect(),
         tracing,
+        per_consumer,
     }
 }

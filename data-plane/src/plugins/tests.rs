@@ -16,6 +16,8 @@ fn priorities_are_kongs_and_the_table_is_in_execution_order() {
         ("acl", 950),
         ("rate-limiting", 910),
         ("circuit-breaker", 900),
+        ("opentelemetry", 14),
+        ("prometheus", 13),
         ("request-termination", 2),
     ];
     let table: Vec<(&str, i32)> = PRIORITY.iter().map(|(n, p, _)| (*n, *p)).collect();
