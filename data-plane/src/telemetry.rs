@@ -222,7 +222,7 @@ impl Tail {
             });
         }
         if let Some(trace) = self.trace {
-            trace.finish(self.status, bytes_out, complete, SystemTime::now());
+            trace.finish(self.status, bytes_out, complete, elapsed);
         }
     }
 }

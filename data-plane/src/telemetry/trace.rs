@@ -3,8 +3,8 @@
 //!
 //! The request path does not go through the OpenTelemetry SDK's tracer: a span here is a few
 //! ids, a start time and its attributes, and only a sampled span allocates anything. When it
-//! ends it becomes the SDK's export record ([`SpanData`]) and is queued, without blocking, on a
-//! bounded channel; past [`QUEUE`] spans it is dropped and counted. One task per pipeline, on the
+//! ends it is queued, without blocking, on a bounded channel (the export task turns it into
+//! the SDK's export record, [`SpanData`]); past [`QUEUE`] spans it is dropped and counted. One task per pipeline, on the
 //! proxy's runtime, hands batches to `opentelemetry-otlp`'s exporter: it is woken once a batch
 //! is full (one wake-up per `max_batch` spans, not per span) and otherwise drains what is queued
 //! every [`DRAIN_EVERY`]. A dead collector costs that task a failed export and one log line a
@@ -41,8 +41,8 @@ use opentelemetry_sdk::Resource;
 use tokio::sync::{mpsc, oneshot};
 
 /// W3C trace-context headers.
-pub const TRACEPARENT: &str = "traceparent";
-pub const TRACESTATE: &str = "tracestate";
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Ended spans that may wait for the exporter; past this, spans are dropped (counted). Kept
 /// small: the queue's slots are touched by every span, and a few batches of room is enough
@@ -86,7 +86,7 @@ pub enum OtlpProtocol {
 
 /// One exporter pipeline: the queue its spans go to and how requests are sampled.
 pub struct Tracing {
-    queue: SyncSender<SpanData>,
+    queue: SyncSender<Ended>,
     /// Spans queued since the export task last took a batch, and its wake-up.
     pending: Arc<Pending>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
@@ -95,7 +95,6 @@ pub struct Tracing {
     threshold: u64,
     /// Sample every new trace (a rate of 1).
     always: bool,
-    scope: InstrumentationScope,
     ids: RandomIdGenerator,
     dropped: AtomicU64,
     response_header: Option<HeaderName>,
@@ -154,6 +153,9 @@ impl Tracing {
                 failing: false,
                 last_warned: None,
                 pending: Arc::clone(&pending),
+                scope: InstrumentationScope::builder("portico")
+                    .with_version(env!("CARGO_PKG_VERSION"))
+                    .build(),
             }
             .run(spans, flush_rx),
         );
@@ -165,9 +167,6 @@ impl Tracing {
             // As the SDK's TraceIdRatioBased computes it.
             threshold: (rate * (1u64 << 63) as f64) as u64,
             always: rate >= 1.0,
-            scope: InstrumentationScope::builder("portico")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
             ids: RandomIdGenerator::default(),
             dropped: AtomicU64::new(0),
             response_header: export.response_header.clone(),
@@ -177,7 +176,7 @@ impl Tracing {
 
     /// The client's trace context (`traceparent`, `tracestate`); `None` when absent or invalid.
     pub fn extract(headers: &HeaderMap) -> Option<Parent> {
-        if !headers.contains_key(TRACEPARENT) {
+        if !headers.contains_key(&TRACEPARENT) {
             return None;
         }
         let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -237,30 +236,10 @@ impl Tracing {
         (low >> 1) < self.threshold
     }
 
-    /// Queues an ended span; drops it (counted) when the exporter is behind.
+    /// Queues an ended span; drops it (counted) when the exporter is behind. The export record
+    /// is built by the export task: the queue carries the smaller [`Ended`].
     fn end(&self, span: Open, kind: SpanKind, end: SystemTime) {
-        let data = SpanData {
-            span_context: SpanContext::new(
-                span.trace_id,
-                span.span_id,
-                TraceFlags::SAMPLED,
-                false,
-                span.trace_state,
-            ),
-            parent_span_id: span.parent_span_id,
-            parent_span_is_remote: span.parent_remote,
-            span_kind: kind,
-            name: span.name,
-            start_time: span.start,
-            end_time: end,
-            attributes: span.attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: span.status,
-            instrumentation_scope: self.scope.clone(),
-        };
-        match self.queue.try_send(data) {
+        match self.queue.try_send(Ended { span, kind, end }) {
             Ok(()) => {
                 let p = &self.pending;
                 if p.count.fetch_add(1, Ordering::Relaxed) + 1 == p.batch {
@@ -305,6 +284,41 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Parent(SpanContext);
 
+/// A span that ended, as queued for the export task.
+#[derive(Debug)]
+struct Ended {
+    span: Open,
+    kind: SpanKind,
+    end: SystemTime,
+}
+
+impl Ended {
+    fn into_data(self, scope: &InstrumentationScope) -> SpanData {
+        let Ended { span, kind, end } = self;
+        SpanData {
+            span_context: SpanContext::new(
+                span.trace_id,
+                span.span_id,
+                TraceFlags::SAMPLED,
+                false,
+                span.trace_state,
+            ),
+            parent_span_id: span.parent_span_id,
+            parent_span_is_remote: span.parent_remote,
+            span_kind: kind,
+            name: span.name,
+            start_time: span.start,
+            end_time: end,
+            attributes: span.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: span.status,
+            instrumentation_scope: scope.clone(),
+        }
+    }
+}
+
 /// A span being recorded.
 #[derive(Debug)]
 struct Open {
@@ -329,6 +343,7 @@ struct Exporting {
     failing: bool,
     last_warned: Option<std::time::Instant>,
     pending: Arc<Pending>,
+    scope: InstrumentationScope,
 }
 
 impl Exporting {
@@ -336,7 +351,7 @@ impl Exporting {
     /// dropped; then exports what is left and shuts the exporter down.
     async fn run(
         mut self,
-        mut spans: Receiver<SpanData>,
+        mut spans: Receiver<Ended>,
         mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     ) {
         let mut tick = tokio::time::interval(DRAIN_EVERY);
@@ -363,9 +378,9 @@ impl Exporting {
     }
 
     /// Exports everything queued, in batches; returns whether the queue is closed.
-    async fn drain(&mut self, spans: &mut Receiver<SpanData>) -> bool {
+    async fn drain(&mut self, spans: &mut Receiver<Ended>) -> bool {
         loop {
-            let (batch, closed) = take_batch(spans, self.max_batch);
+            let (batch, closed) = take_batch(spans, self.max_batch, &self.scope);
             self.pending.count.fetch_sub(batch.len(), Ordering::Relaxed);
             let full = batch.len() == self.max_batch;
             if !batch.is_empty() {
@@ -404,11 +419,15 @@ impl Exporting {
 }
 
 /// Up to `max` queued spans, and whether the queue is closed (the [`Tracing`] dropped).
-fn take_batch(spans: &Receiver<SpanData>, max: usize) -> (Vec<SpanData>, bool) {
+fn take_batch(
+    spans: &Receiver<Ended>,
+    max: usize,
+    scope: &InstrumentationScope,
+) -> (Vec<SpanData>, bool) {
     let mut batch = Vec::new();
     while batch.len() < max {
         match spans.try_recv() {
-            Ok(span) => batch.push(span),
+            Ok(span) => batch.push(span.into_data(scope)),
             Err(TryRecvError::Empty) => return (batch, false),
             Err(TryRecvError::Disconnected) => return (batch, true),
         }
@@ -520,8 +539,8 @@ impl RequestTrace {
         }
     }
 
-    /// Ends the server span with the response status, dated `end`.
-    pub fn finish(self, status: u16, bytes_out: u64, complete: bool, end: SystemTime) {
+    /// Ends the server span with the response status, `elapsed` after it started.
+    pub fn finish(self, status: u16, bytes_out: u64, complete: bool, elapsed: Duration) {
         let mut span = self.span;
         if !span.sampled {
             return;
@@ -539,6 +558,7 @@ impl RequestTrace {
         } else if !complete {
             span.status = Status::error(Cow::Borrowed("response body incomplete"));
         }
+        let end = span.start + elapsed;
         self.tracing.end(span, SpanKind::Server, end);
     }
 }
@@ -556,16 +576,16 @@ impl AttemptSpan {
     pub fn inject(&self, headers: &mut HeaderMap) {
         let span = &self.span;
         headers.insert(
-            HeaderName::from_static(TRACEPARENT),
+            TRACEPARENT,
             traceparent(span.trace_id, span.span_id, span.sampled),
         );
         let state = span.trace_state.header();
         match HeaderValue::from_str(&state) {
             Ok(v) if !state.is_empty() => {
-                headers.insert(HeaderName::from_static(TRACESTATE), v);
+                headers.insert(TRACESTATE, v);
             }
             _ => {
-                headers.remove(TRACESTATE);
+                headers.remove(&TRACESTATE);
             }
         }
     }
