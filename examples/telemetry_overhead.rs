@@ -283,10 +283,15 @@ fn main() {
             let addr = if telemetry { &on } else { &off };
             let pid = pids[usize::from(telemetry)];
             let cpu_before = cpu_seconds(pid);
+            let sink_before = cpu_seconds(std::process::id());
             let r = wrk(&format!("http://{addr}/bench"), seconds, connections);
             let cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6 / r.requests.max(1) as f64;
+            // This process is the OTLP sink (and an idle main thread): what receiving the
+            // spans costs the shared machine.
+            let sink_us =
+                (cpu_seconds(std::process::id()) - sink_before) * 1e6 / r.requests.max(1) as f64;
             println!(
-                "  round {round} {:<3} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  data-plane CPU {cpu_us:>5.1} µs/request",
+                "  round {round} {:<3} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  data-plane CPU {cpu_us:>5.1} µs/request  OTLP sink CPU {sink_us:>4.1} µs/request",
                 if telemetry { "on" } else { "off" },
                 r.rps,
                 r.p50_ms,
