@@ -22,7 +22,10 @@ use http_body_util::BodyExt;
 
 #[path = "support/procs.rs"]
 mod procs;
+#[path = "support/wrk.rs"]
+mod wrk;
 use procs::{binary, Proc};
+use wrk::{cpu_seconds, median};
 
 /// Spawns portico with JSON logs; returns it and the address it reports for `name`.
 fn spawn(args: &[String], name: &str) -> (Proc, String) {
@@ -96,74 +99,6 @@ impl http_body::Body for GrpcOk {
             _ => None,
         })
     }
-}
-
-struct Run {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: u64,
-}
-
-fn wrk(url: &str, seconds: u64, connections: usize) -> Run {
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            url,
-        ])
-        .output()
-        .expect("wrk is not installed: apt-get install -y wrk");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        !text.contains("Non-2xx"),
-        "the load got errors from {url}:\n{text}"
-    );
-    let field = |prefix: &str| -> Option<String> {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-    };
-    let ms = |v: String| -> f64 {
-        let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
-        let n: f64 = n.parse().unwrap_or(f64::NAN);
-        match unit {
-            "us" => n / 1000.0,
-            "s" => n * 1000.0,
-            _ => n,
-        }
-    };
-    let requests = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    Run {
-        rps: field("Requests/sec:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}")),
-        p50_ms: field("50%").map(ms).unwrap_or(f64::NAN),
-        p99_ms: field("99%").map(ms).unwrap_or(f64::NAN),
-        requests,
-    }
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of /proc/pid/stat: 12 and 13 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -263,8 +198,8 @@ fn main() {
         "wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds, alternating; upstream `portico echo`"
     );
     // Warm both (connection pools, allocator) before measuring.
-    wrk(&format!("http://{off}/bench"), 1, connections);
-    wrk(&format!("http://{on}/bench"), 1, connections);
+    wrk::wrk(&format!("http://{off}/bench"), 1, connections, &[]);
+    wrk::wrk(&format!("http://{on}/bench"), 1, connections, &[]);
     let (exports_before, bytes_before) = (
         spans.load(Ordering::Relaxed),
         export_bytes.load(Ordering::Relaxed),
@@ -284,7 +219,7 @@ fn main() {
             let pid = pids[usize::from(telemetry)];
             let cpu_before = cpu_seconds(pid);
             let sink_before = cpu_seconds(std::process::id());
-            let r = wrk(&format!("http://{addr}/bench"), seconds, connections);
+            let r = wrk::wrk(&format!("http://{addr}/bench"), seconds, connections, &[]);
             let cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6 / r.requests.max(1) as f64;
             // This process is the OTLP sink (and an idle main thread): what receiving the
             // spans costs the shared machine.

@@ -1,0 +1,432 @@
+//! Load harness (not a test): Portico's data plane against nginx doing the same job, and against
+//! the upstream alone, on loopback, in one run.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example load -- [rounds] [seconds]
+//! ```
+//! Needs `wrk` and `nginx` (installed with `apt-get install -y wrk nginx` when missing and
+//! running as root). Starts `portico echo` (the fixed upstream), a Portico data plane with 10
+//! routes and one with 10,000 (`portico dp --config`, release binaries next to this example),
+//! and nginx as a reverse proxy with upstream keep-alive, `access_log off`, as many workers as
+//! cores. Each scenario runs every target `rounds` times, rotating which goes first, each run
+//! bounded by `seconds` (plus a margin). It prints requests/s, p50/p99/max latency, CPU µs per
+//! request and peak RSS per target (medians over the rounds), then Portico/nginx and
+//! Portico/direct ratios. `LOAD_SCENARIOS=plain-50,10k-routes` runs a subset.
+//!
+//! On machines with 4 or more cores wrk is pinned to the last core (`taskset`) and the servers
+//! to the others; on fewer cores nothing is pinned and every process shares the machine, which
+//! the numbers then include.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[path = "support/procs.rs"]
+mod procs;
+#[path = "support/wrk.rs"]
+mod wrk;
+use procs::{binary, Proc};
+use wrk::{cpu_seconds, median, peak_rss, with_children};
+
+/// Spawns portico (optionally pinned); returns it and the address it reports for `name`.
+fn spawn_portico(args: &[String], name: &str, pin: Option<&str>) -> (Proc, String) {
+    let mut cmd = match pin {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
+    let mut child = cmd
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("PORTICO_LOG", "warn,portico_data_plane=info,portico=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portico");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let needle = format!("{name} listening");
+    let addr = loop {
+        let line = lines.next().expect("portico exited").unwrap();
+        if line.contains(&needle) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
+                eprintln!("{line}");
+            }
+        }
+    });
+    (Proc(child), addr)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Installs `tools` with apt-get when one is missing (needs root); exits with what to do
+/// otherwise.
+fn ensure_tools(tools: &[(&str, &str)]) {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(bin, _)| {
+            !Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("installing {}", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .args(["install", "-y"])
+        .args(&missing)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "cannot install {}: run `apt-get install -y {}` and try again",
+            missing.join(" "),
+            missing.join(" ")
+        );
+        std::process::exit(2);
+    }
+}
+
+fn nginx_binary() -> String {
+    if std::path::Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx".into()
+    } else {
+        "nginx".into()
+    }
+}
+
+/// nginx as a reverse proxy to `upstream` with keep-alive, on `port`, files under `dir`.
+fn start_nginx(dir: &std::path::Path, port: u16, upstream: &str, pin: Option<&str>) -> Proc {
+    let workers = match pin {
+        Some(_) => num_cpus() - 1,
+        None => num_cpus(),
+    };
+    let d = dir.display();
+    let user = if is_root() { "user root;\n" } else { "" };
+    let conf = format!(
+        "{user}worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 8192; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           keepalive_requests 1000000;\n  upstream echo {{ server {upstream}; keepalive 512; }}\n\
+           server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n      proxy_pass http://echo;\n\
+               proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut cmd = match pin {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(nginx_binary());
+            c
+        }
+        None => Command::new(nginx_binary()),
+    };
+    let child = cmd
+        .args(["-p", &d.to_string(), "-c", &path.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn nginx");
+    // Ready when it accepts connections.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not start: see {d}/error.log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Proc(child)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next().map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn routes_config(upstream: &str, routes: usize) -> String {
+    let mut s = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: bench\n    url: http://{upstream}\n    routes:\n      - name: bench\n        paths: [/bench]\n"
+    );
+    for i in 1..routes {
+        s.push_str(&format!(
+            "      - name: r{i}\n        paths: [/r{i}/items]\n        methods: [GET]\n"
+        ));
+    }
+    s
+}
+
+/// A target under load: its address and the processes whose CPU and memory count.
+struct Target {
+    name: &'static str,
+    addr: String,
+    pid: u32,
+}
+
+#[derive(Default)]
+struct Samples {
+    rps: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    max: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
+struct Scenario {
+    name: &'static str,
+    connections: usize,
+    close: bool,
+    /// Indexes into the targets.
+    targets: Vec<usize>,
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rounds = args.first().copied().unwrap_or(3).max(1);
+    let seconds = args.get(1).copied().unwrap_or(5).max(1);
+    ensure_tools(&[("wrk", "wrk"), ("nginx", "nginx")]);
+
+    let cpus = num_cpus();
+    // Pin only when there is a core to spare for wrk.
+    let (server_cpus, wrk_cpu) = if cpus >= 4 {
+        (
+            Some(format!("0-{}", cpus - 2)),
+            Some(format!("{}", cpus - 1)),
+        )
+    } else {
+        (None, None)
+    };
+    let pin = server_cpus.as_deref();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let echo_port = free_port();
+    let (echo_proc, echo) = spawn_portico(
+        &[
+            "echo".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{echo_port}"),
+        ],
+        "echo",
+        pin,
+    );
+    let dp = |routes: usize| {
+        let config = tmp.path().join(format!("kong-{routes}.yml"));
+        std::fs::write(&config, routes_config(&echo, routes)).unwrap();
+        spawn_portico(
+            &[
+                "dp".into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--proxy-listen".into(),
+                "127.0.0.1:0".into(),
+                "--status-listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            "proxy",
+            pin,
+        )
+    };
+    let (dp10_proc, dp10) = dp(10);
+    let (dp10k_proc, dp10k) = dp(10_000);
+    let nginx_port = free_port();
+    let nginx = start_nginx(tmp.path(), nginx_port, &echo, pin);
+
+    let targets = [
+        Target {
+            name: "direct",
+            addr: echo.clone(),
+            pid: echo_proc.0.id(),
+        },
+        Target {
+            name: "nginx",
+            addr: format!("127.0.0.1:{nginx_port}"),
+            pid: nginx.0.id(),
+        },
+        Target {
+            name: "portico",
+            addr: dp10,
+            pid: dp10_proc.0.id(),
+        },
+        Target {
+            name: "portico-10k",
+            addr: dp10k,
+            pid: dp10k_proc.0.id(),
+        },
+    ];
+    let scenarios = [
+        Scenario {
+            name: "plain-1",
+            connections: 1,
+            close: false,
+            targets: vec![0, 1, 2],
+        },
+        Scenario {
+            name: "plain-50",
+            connections: 50,
+            close: false,
+            targets: vec![0, 1, 2],
+        },
+        Scenario {
+            name: "plain-256",
+            connections: 256,
+            close: false,
+            targets: vec![0, 1, 2],
+        },
+        Scenario {
+            name: "new-connection-50",
+            connections: 50,
+            close: true,
+            targets: vec![0, 1, 2],
+        },
+        Scenario {
+            name: "10k-routes",
+            connections: 50,
+            close: false,
+            targets: vec![2, 3],
+        },
+    ];
+    let only = std::env::var("LOAD_SCENARIOS").unwrap_or_default();
+    let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
+
+    println!(
+        "load harness: {cpus} cores ({}), wrk -t1, {rounds} rounds x {seconds} s per target, order rotated each round",
+        if wrk_cpu.is_some() {
+            "wrk pinned apart"
+        } else {
+            "nothing pinned: every process shares the cores"
+        }
+    );
+    println!(
+        "upstream `portico echo`; nginx {} workers with upstream keep-alive; portico dp --config (10 and 10,000 routes)",
+        if pin.is_some() { cpus - 1 } else { cpus }
+    );
+    for scenario in &scenarios {
+        if !only.is_empty() && !only.contains(&scenario.name) {
+            continue;
+        }
+        let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
+        let extra: Vec<&str> = if scenario.close {
+            vec!["-H", "Connection: close"]
+        } else {
+            Vec::new()
+        };
+        let url = |t: &Target| format!("http://{}/bench", t.addr);
+        // Warm every target (connection pools, allocators).
+        for &i in &scenario.targets {
+            wrk_pinned(&url(&targets[i]), 1, scenario.connections, &extra, &wrk_cpu);
+        }
+        for round in 0..rounds as usize {
+            let n = scenario.targets.len();
+            for k in 0..n {
+                let i = scenario.targets[(k + round) % n];
+                let t = &targets[i];
+                let pids = with_children(t.pid);
+                let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+                let r = wrk_pinned(&url(t), seconds, scenario.connections, &extra, &wrk_cpu);
+                let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+                let s = &mut samples[i];
+                s.rps.push(r.rps);
+                s.p50.push(r.p50_ms);
+                s.p99.push(r.p99_ms);
+                s.max.push(r.max_ms);
+                s.cpu_us
+                    .push((after - before) * 1e6 / r.requests.max(1) as f64);
+            }
+        }
+        println!(
+            "\n{} ({} connections{})",
+            scenario.name,
+            scenario.connections,
+            if scenario.close {
+                ", Connection: close"
+            } else {
+                ", keep-alive"
+            }
+        );
+        println!(
+            "  {:<12} {:>10} {:>9} {:>9} {:>9} {:>12} {:>10}",
+            "target", "req/s", "p50 ms", "p99 ms", "max ms", "CPU µs/req", "peak RSS"
+        );
+        let mut med = std::collections::HashMap::new();
+        for &i in &scenario.targets {
+            let t = &targets[i];
+            let s = std::mem::take(&mut samples[i]);
+            let rss: u64 = with_children(t.pid).iter().map(|p| peak_rss(*p)).sum();
+            let (rps, p99) = (median(s.rps), median(s.p99));
+            println!(
+                "  {:<12} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>12.1} {:>7.1} MB",
+                t.name,
+                rps,
+                median(s.p50),
+                p99,
+                median(s.max),
+                median(s.cpu_us),
+                rss as f64 / 1e6
+            );
+            med.insert(t.name, (rps, p99));
+        }
+        if let (Some(p), Some(n)) = (med.get("portico"), med.get("nginx")) {
+            println!(
+                "  portico/nginx: requests/s {:.3}, p99 {:.3}",
+                p.0 / n.0,
+                p.1 / n.1
+            );
+        }
+        if let (Some(p), Some(d)) = (med.get("portico"), med.get("direct")) {
+            println!("  portico/direct: requests/s {:.3}", p.0 / d.0);
+        }
+        if let (Some(p), Some(k)) = (med.get("portico"), med.get("portico-10k")) {
+            println!("  10,000 routes / 10 routes: requests/s {:.3}", k.0 / p.0);
+        }
+    }
+    drop(nginx);
+}
+
+fn wrk_pinned(
+    url: &str,
+    seconds: u64,
+    connections: usize,
+    extra: &[&str],
+    cpu: &Option<String>,
+) -> wrk::Run {
+    match cpu {
+        Some(cpu) => {
+            wrk::wrk_with_prefix(url, seconds, connections, extra, &["taskset", "-c", cpu])
+        }
+        None => wrk::wrk(url, seconds, connections, extra),
+    }
+}
