@@ -13,45 +13,55 @@ use http::header::{HeaderName, HeaderValue, CONNECTION};
 use http::HeaderMap;
 use ipnet::IpNet;
 
+/// Names looked up on every request: constants, so a lookup hashes the name without parsing it.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus `Upgrade`-era
 /// leftovers that would open a tunnel (`HTTP2-Settings`, SECURITY.md §2.3).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Headers only a trusted proxy may set; from anyone else they are dropped and regenerated.
-pub(crate) const FORWARDING: &[&str] = &[
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-path",
-    "x-forwarded-prefix",
-    "x-real-ip",
+pub(crate) const FORWARDING: [HeaderName; 8] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-path"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-real-ip"),
 ];
 
 /// Headers no client may set at all: identity headers that auth plugins own, and URL overrides
 /// some frameworks honour (SECURITY.md §1.4 step 10).
-const NEVER_FROM_CLIENT: &[&str] = &[
-    "x-consumer-id",
-    "x-consumer-custom-id",
-    "x-consumer-username",
-    "x-consumer-groups",
-    "x-credential-identifier",
-    "x-anonymous-consumer",
-    "x-authenticated-groups",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
+const NEVER_FROM_CLIENT: [HeaderName; 10] = [
+    HeaderName::from_static("x-consumer-id"),
+    HeaderName::from_static("x-consumer-custom-id"),
+    HeaderName::from_static("x-consumer-username"),
+    HeaderName::from_static("x-consumer-groups"),
+    HeaderName::from_static("x-credential-identifier"),
+    HeaderName::from_static("x-anonymous-consumer"),
+    HeaderName::from_static("x-authenticated-groups"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
 ];
 
 /// Removes hop-by-hop headers and every header named in `Connection`.
@@ -68,8 +78,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for h in HOP_BY_HOP {
-        headers.remove(*h);
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
     }
     for n in listed {
         headers.remove(n);
@@ -148,7 +158,7 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedIps) -> IpA
     }
     let mut client = peer;
     let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -184,8 +194,8 @@ fn parse_xff_entry(entry: &str) -> Option<IpAddr> {
 /// Runs before the plugin chain, so neither a plugin nor the upstream ever sees a client's
 /// own `X-Consumer-ID`; what the chain sets afterwards is what goes upstream.
 pub fn strip_client_identity(headers: &mut HeaderMap) {
-    for h in NEVER_FROM_CLIENT {
-        headers.remove(*h);
+    for h in &NEVER_FROM_CLIENT {
+        headers.remove(h);
     }
 }
 
@@ -205,24 +215,24 @@ pub fn forward_request_headers(
     headers.remove(http::header::EXPECT);
 
     let xff_in = if f.trusted {
-        joined(headers, "x-forwarded-for")
+        joined(headers, &X_FORWARDED_FOR)
     } else {
         None
     };
-    let keep = |headers: &HeaderMap, name: &str| {
+    let keep = |headers: &HeaderMap, name: &HeaderName| {
         if f.trusted {
             headers.get(name).cloned()
         } else {
             None
         }
     };
-    let proto = keep(headers, "x-forwarded-proto");
-    let host = keep(headers, "x-forwarded-host");
-    let port = keep(headers, "x-forwarded-port");
-    let path = keep(headers, "x-forwarded-path");
-    let prefix = keep(headers, "x-forwarded-prefix");
-    for h in FORWARDING {
-        headers.remove(*h);
+    let proto = keep(headers, &X_FORWARDED_PROTO);
+    let host = keep(headers, &X_FORWARDED_HOST);
+    let port = keep(headers, &X_FORWARDED_PORT);
+    let path = keep(headers, &X_FORWARDED_PATH);
+    let prefix = keep(headers, &X_FORWARDED_PREFIX);
+    for h in &FORWARDING {
+        headers.remove(h);
     }
 
     let peer = canonical_ip(f.peer).to_string();
@@ -230,37 +240,37 @@ pub fn forward_request_headers(
         Some(prev) => format!("{prev}, {peer}"),
         None => peer,
     };
-    insert_str(headers, "x-forwarded-for", &xff);
+    insert_str(headers, X_FORWARDED_FOR, &xff);
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         proto.unwrap_or(HeaderValue::from_static(f.scheme)),
     );
     match host {
-        Some(h) => headers.insert("x-forwarded-host", h),
-        None => insert_str(headers, "x-forwarded-host", f.host),
+        Some(h) => headers.insert(X_FORWARDED_HOST, h),
+        None => insert_str(headers, X_FORWARDED_HOST, f.host),
     };
     match port {
-        Some(p) => headers.insert("x-forwarded-port", p),
-        None => headers.insert("x-forwarded-port", HeaderValue::from(f.port)),
+        Some(p) => headers.insert(X_FORWARDED_PORT, p),
+        None => headers.insert(X_FORWARDED_PORT, HeaderValue::from(f.port)),
     };
     match path {
-        Some(p) => headers.insert("x-forwarded-path", p),
-        None => insert_str(headers, "x-forwarded-path", f.path),
+        Some(p) => headers.insert(X_FORWARDED_PATH, p),
+        None => insert_str(headers, X_FORWARDED_PATH, f.path),
     };
     match (prefix, f.prefix) {
         (Some(p), _) => {
-            headers.insert("x-forwarded-prefix", p);
+            headers.insert(X_FORWARDED_PREFIX, p);
         }
         (None, Some(p)) => {
-            insert_str(headers, "x-forwarded-prefix", p);
+            insert_str(headers, X_FORWARDED_PREFIX, p);
         }
         (None, None) => {}
     }
-    insert_str(headers, "x-real-ip", &canonical_ip(client).to_string());
+    insert_str(headers, X_REAL_IP, &canonical_ip(client).to_string());
     headers.append(http::header::VIA, via.clone());
 }
 
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for v in headers.get_all(name) {
         let Ok(s) = v.to_str() else { continue };
@@ -275,7 +285,7 @@ fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
     out
 }
 
-fn insert_str(headers: &mut HeaderMap, name: &'static str, value: &str) -> Option<HeaderValue> {
+fn insert_str(headers: &mut HeaderMap, name: HeaderName, value: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(value)
         .ok()
         .and_then(|v| headers.insert(name, v))
@@ -321,7 +331,7 @@ impl RequestIds {
     /// The client's `X-Request-Id` when it is sane (1-128 visible ASCII chars without spaces or
     /// quotes), else a fresh id.
     pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(v) = headers.get("x-request-id") {
+        if let Some(v) = headers.get(&X_REQUEST_ID) {
             let b = v.as_bytes();
             if !b.is_empty()
                 && b.len() <= 128

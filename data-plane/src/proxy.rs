@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{HeaderValue, HOST, SERVER, VIA};
+use http::header::{HeaderName, HeaderValue, HOST, SERVER, VIA};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -38,10 +38,11 @@ pub struct ConnInfo {
 }
 
 /// Header names of Portico's own response headers.
-pub const REQUEST_ID: &str = "x-request-id";
-pub const UPSTREAM_LATENCY: &str = "x-portico-upstream-latency";
-pub const PROXY_LATENCY: &str = "x-portico-proxy-latency";
-pub const RESPONSE_LATENCY: &str = "x-portico-response-latency";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-portico-upstream-latency");
+pub const PROXY_LATENCY: HeaderName = HeaderName::from_static("x-portico-proxy-latency");
+pub const RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-portico-response-latency");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Handles one downstream request. Never fails: every error becomes a response.
 pub async fn handle(
@@ -166,7 +167,7 @@ pub async fn handle(
 
 fn request_id_str(resp: &Response<ProxyBody>) -> String {
     resp.headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
@@ -296,7 +297,7 @@ async fn proxy(
         || (trusted
             && parts
                 .headers
-                .get("x-forwarded-proto")
+                .get(&X_FORWARDED_PROTO)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
     let m = rt
         .router

@@ -57,7 +57,10 @@ const MAX_STALE_SKIPS: u32 = 4;
 
 /// Client headers an auth service would take for Portico's own statements about the request:
 /// the proxy's forwarding headers plus the two only forward-auth sends.
-const FORWARD_AUTH_ONLY: &[&str] = &["x-forwarded-method", "x-forwarded-uri"];
+const FORWARD_AUTH_ONLY: [HeaderName; 2] = [
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-forwarded-uri"),
+];
 
 /// The forward-auth plugin.
 #[derive(Debug)]
@@ -172,8 +175,8 @@ impl ForwardAuth {
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT, HOST] {
             headers.remove(name);
         }
-        for name in crate::headers::FORWARDING.iter().chain(FORWARD_AUTH_ONLY) {
-            headers.remove(*name);
+        for name in crate::headers::FORWARDING.iter().chain(&FORWARD_AUTH_ONLY) {
+            headers.remove(name);
         }
         // Only a consumer a plugin authenticated; clients' own identity headers were removed
         // before the chain ran.
