@@ -27,6 +27,9 @@ pub type Sender = http1::SendRequest<UpstreamBody>;
 /// peak concurrency (PERF.md B.7: an undersized idle cache reopens connections constantly).
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
+/// Busy connections `checkout` skips before giving up on the pool.
+const BUSY_SKIPS: usize = 8;
+
 /// All endpoint pools of a data plane, surviving config swaps.
 #[derive(Debug, Default)]
 pub struct Pools {
@@ -108,30 +111,38 @@ impl EndpointPool {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// An idle connection ready for a request, if any. Closed ones are discarded.
+    /// An idle connection ready for a request, if any. Closed ones are discarded; one still
+    /// finishing its previous exchange goes back to the end of the queue, and after
+    /// [`BUSY_SKIPS`] of those the caller opens a new connection instead of waiting.
     pub fn checkout(&self) -> Option<Sender> {
+        let mut busy = 0;
         while let Some(s) = self.idle.pop() {
             if s.is_ready() {
                 return Some(s);
+            }
+            if s.is_closed() {
+                continue;
+            }
+            // Pushed back behind the others; a full queue drops it (the connection closes once
+            // its exchange ends).
+            let _ = self.idle.push(s);
+            busy += 1;
+            if busy == BUSY_SKIPS {
+                break;
             }
         }
         None
     }
 
-    /// Returns `sender` to the pool once its current exchange has finished (HTTP/1.1 allows one
-    /// request at a time, so it becomes ready when the response body was read to the end; a
-    /// body dropped half-way closes the connection and it never comes back).
-    pub fn checkin(self: &Arc<Self>, mut sender: Sender) {
-        if sender.is_ready() {
+    /// Returns `sender` to the pool right after its response head arrived. HTTP/1.1 allows one
+    /// request at a time, so it becomes ready once the response body was read to the end (a
+    /// body dropped half-way closes the connection, and `checkout` discards it); `checkout`
+    /// skips it until then. Queuing it at once, rather than from a task that waits for it to
+    /// be ready, costs the request path no task spawn.
+    pub fn checkin(&self, sender: Sender) {
+        if !sender.is_closed() {
             let _ = self.idle.push(sender);
-            return;
         }
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let _ = pool.idle.push(sender);
-            }
-        });
     }
 
     /// Opens a new connection within `connect_timeout`; writes that stall longer than
