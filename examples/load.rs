@@ -17,52 +17,14 @@
 //! to the others; on fewer cores nothing is pinned and every process shares the machine, which
 //! the numbers then include.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 #[path = "support/procs.rs"]
 mod procs;
 #[path = "support/wrk.rs"]
 mod wrk;
-use procs::{binary, Proc};
+use procs::{spawn_listening, Proc};
 use wrk::{cpu_seconds, median, peak_rss, with_children};
-
-/// Spawns portico (optionally pinned); returns it and the address it reports for `name`.
-fn spawn_portico(args: &[String], name: &str, pin: Option<&str>) -> (Proc, String) {
-    let mut cmd = match pin {
-        Some(cpus) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpus]).arg(binary());
-            c
-        }
-        None => Command::new(binary()),
-    };
-    let mut child = cmd
-        .args(["--log-format", "json"])
-        .args(args)
-        .env("PORTICO_LOG", "warn,portico_data_plane=info,portico=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn portico");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let needle = format!("{name} listening");
-    let addr = loop {
-        let line = lines.next().expect("portico exited").unwrap();
-        if line.contains(&needle) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["addr"].as_str().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
-                eprintln!("{line}");
-            }
-        }
-    });
-    (Proc(child), addr)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -234,7 +196,7 @@ fn main() {
 
     let tmp = tempfile::tempdir().unwrap();
     let echo_port = free_port();
-    let (echo_proc, echo) = spawn_portico(
+    let (echo_proc, echo) = spawn_listening(
         &[
             "echo".into(),
             "--listen".into(),
@@ -246,7 +208,7 @@ fn main() {
     let dp = |routes: usize| {
         let config = tmp.path().join(format!("kong-{routes}.yml"));
         std::fs::write(&config, routes_config(&echo, routes)).unwrap();
-        spawn_portico(
+        spawn_listening(
             &[
                 "dp".into(),
                 "--config".into(),

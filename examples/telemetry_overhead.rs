@@ -13,8 +13,6 @@
 //! first every round, and prints each run, the medians, and the ratio on/off. At the end it
 //! checks the "on" node really logged and traced: access-log lines, OTLP exports and bytes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -24,38 +22,8 @@ use http_body_util::BodyExt;
 mod procs;
 #[path = "support/wrk.rs"]
 mod wrk;
-use procs::{binary, Proc};
+use procs::spawn_listening;
 use wrk::{cpu_seconds, median};
-
-/// Spawns portico with JSON logs; returns it and the address it reports for `name`.
-fn spawn(args: &[String], name: &str) -> (Proc, String) {
-    let mut child = Command::new(binary())
-        .args(["--log-format", "json"])
-        .args(args)
-        .env("PORTICO_LOG", "warn,portico_data_plane=info,portico=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn portico");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let needle = format!("{name} listening");
-    let addr = loop {
-        let line = lines.next().expect("portico exited").unwrap();
-        if line.contains(&needle) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["addr"].as_str().unwrap().to_string();
-        }
-    };
-    // Keep draining; show warnings and errors (a failing exporter says so).
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
-                eprintln!("{line}");
-            }
-        }
-    });
-    (Proc(child), addr)
-}
 
 /// A minimal OTLP/gRPC sink: reads each export and answers OK without decoding it, so the
 /// collector's own CPU (it shares the machine) stays small next to the gateway's. It counts
@@ -146,13 +114,14 @@ fn main() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let (_echo, echo) = spawn(
+    let (_echo, echo) = spawn_listening(
         &[
             "echo".into(),
             "--listen".into(),
             format!("127.0.0.1:{echo_port}"),
         ],
         "echo",
+        None,
     );
     let config = tmp.path().join("kong.yml");
     std::fs::write(
@@ -174,7 +143,7 @@ fn main() {
             "127.0.0.1:0".into(),
         ];
         a.extend(extra);
-        spawn(&a, "proxy")
+        spawn_listening(&a, "proxy", None)
     };
     let (off_proc, off) = dp(vec!["--metrics".into(), "off".into()]);
     // TELEMETRY_ON=log|trace measures one of the two alone, TELEMETRY_ON=metrics neither

@@ -1,8 +1,9 @@
 //! What the benchmark examples share: the release `portico` binary next to them, and a child
 //! process killed when dropped.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 
 /// `target/release/portico`, found from `target/release/examples/<example>`.
 pub fn binary() -> PathBuf {
@@ -28,4 +29,44 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Spawns portico with JSON logs (under `taskset -c CPUS` when `pin` is given) and waits for it
+/// to report `<name> listening`; returns it and that address. Its warnings and errors are
+/// passed on to stderr afterwards (a failing exporter says so).
+#[allow(dead_code)] // not every example uses it
+pub fn spawn_listening(args: &[String], name: &str, pin: Option<&str>) -> (Proc, String) {
+    let mut cmd = match pin {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
+    let mut child = cmd
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("PORTICO_LOG", "warn,portico_data_plane=info,portico=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portico");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let needle = format!("{name} listening");
+    let addr = loop {
+        let line = lines.next().expect("portico exited").unwrap();
+        if line.contains(&needle) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
+                eprintln!("{line}");
+            }
+        }
+    });
+    (Proc(child), addr)
 }
