@@ -13,9 +13,13 @@
 //! request and peak RSS per target (medians over the rounds), then Portico/nginx and
 //! Portico/direct ratios. `LOAD_SCENARIOS=plain-50,10k-routes` runs a subset.
 //!
-//! On machines with 4 or more cores wrk is pinned to the last core (`taskset`) and the servers
-//! to the others; on fewer cores nothing is pinned and every process shares the machine, which
-//! the numbers then include.
+//! Layouts (`LOAD_LAYOUT`), after PERF.md part B:
+//! - `pin` (the default on 2 or more cores): the server under test (Portico, nginx, or for
+//!   "direct" a second `portico echo`) runs alone on the last core, pinned with `taskset`, with
+//!   one worker; wrk and the proxies' upstream share the other cores. Requests/s is then one
+//!   core's capacity for that server, and CPU µs per request is comparable across servers.
+//! - `free`: nothing pinned; every process has all cores and competes with wrk and the
+//!   upstream, which the numbers then include.
 
 use std::process::{Command, Stdio};
 
@@ -80,11 +84,13 @@ fn nginx_binary() -> String {
 }
 
 /// nginx as a reverse proxy to `upstream` with keep-alive, on `port`, files under `dir`.
-fn start_nginx(dir: &std::path::Path, port: u16, upstream: &str, pin: Option<&str>) -> Proc {
-    let workers = match pin {
-        Some(_) => num_cpus() - 1,
-        None => num_cpus(),
-    };
+fn start_nginx(
+    dir: &std::path::Path,
+    port: u16,
+    upstream: &str,
+    pin: Option<&str>,
+    workers: usize,
+) -> Proc {
     let d = dir.display();
     let user = if is_root() { "user root;\n" } else { "" };
     let conf = format!(
@@ -183,25 +189,43 @@ fn main() {
     ensure_tools(&[("wrk", "wrk"), ("nginx", "nginx")]);
 
     let cpus = num_cpus();
-    // Pin only when there is a core to spare for wrk.
-    let (server_cpus, wrk_cpu) = if cpus >= 4 {
-        (
-            Some(format!("0-{}", cpus - 2)),
+    let layout = std::env::var("LOAD_LAYOUT")
+        .unwrap_or_else(|_| if cpus >= 2 { "pin" } else { "free" }.into());
+    // The server under test on the last core; wrk and the upstream on the others.
+    let (server_cpus, client_cpus, workers) = match layout.as_str() {
+        "pin" if cpus >= 2 => (
             Some(format!("{}", cpus - 1)),
-        )
-    } else {
-        (None, None)
+            Some(if cpus == 2 {
+                "0".to_string()
+            } else {
+                format!("0-{}", cpus - 2)
+            }),
+            1,
+        ),
+        "free" | "pin" => (None, None, cpus),
+        other => {
+            eprintln!("LOAD_LAYOUT must be pin or free, not {other}");
+            std::process::exit(2);
+        }
     };
     let pin = server_cpus.as_deref();
+    let wrk_cpu = client_cpus.clone();
 
     let tmp = tempfile::tempdir().unwrap();
     let echo_port = free_port();
-    let (echo_proc, echo) = spawn_listening(
+    // The proxies' upstream, beside wrk.
+    let (_echo_proc, echo) = spawn_listening(
         &[
             "echo".into(),
             "--listen".into(),
             format!("127.0.0.1:{echo_port}"),
         ],
+        "echo",
+        client_cpus.as_deref(),
+    );
+    // The "direct" target: the same upstream where the proxies run.
+    let (direct_proc, direct) = spawn_listening(
+        &["echo".into(), "--listen".into(), "127.0.0.1:0".into()],
         "echo",
         pin,
     );
@@ -225,13 +249,13 @@ fn main() {
     let (dp10_proc, dp10) = dp(10);
     let (dp10k_proc, dp10k) = dp(10_000);
     let nginx_port = free_port();
-    let nginx = start_nginx(tmp.path(), nginx_port, &echo, pin);
+    let nginx = start_nginx(tmp.path(), nginx_port, &echo, pin, workers);
 
     let targets = [
         Target {
             name: "direct",
-            addr: echo.clone(),
-            pid: echo_proc.0.id(),
+            addr: direct,
+            pid: direct_proc.0.id(),
         },
         Target {
             name: "nginx",
@@ -285,16 +309,14 @@ fn main() {
     let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
 
     println!(
-        "load harness: {cpus} cores ({}), wrk -t1, {rounds} rounds x {seconds} s per target, order rotated each round",
-        if wrk_cpu.is_some() {
-            "wrk pinned apart"
-        } else {
-            "nothing pinned: every process shares the cores"
+        "load harness: {cpus} cores, layout {layout} ({}), wrk -t1, {rounds} rounds x {seconds} s per target, order rotated each round",
+        match (&server_cpus, &client_cpus) {
+            (Some(s), Some(c)) => format!("server under test alone on CPU {s} with 1 worker; wrk and the upstream on CPU {c}"),
+            _ => "nothing pinned: every process shares the cores".to_string(),
         }
     );
     println!(
-        "upstream `portico echo`; nginx {} workers with upstream keep-alive; portico dp --config (10 and 10,000 routes)",
-        if pin.is_some() { cpus - 1 } else { cpus }
+        "upstream `portico echo`; nginx {workers} worker(s) with upstream keep-alive; portico dp --config (10 and 10,000 routes); peak RSS is the process's peak so far"
     );
     for scenario in &scenarios {
         if !only.is_empty() && !only.contains(&scenario.name) {
