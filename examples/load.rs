@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 mod procs;
 #[path = "support/wrk.rs"]
 mod wrk;
-use procs::{spawn_listening, Proc};
+use procs::{spawn_dp, spawn_listening, Proc};
 use wrk::{cpu_seconds, median, peak_rss, with_children};
 
 fn free_port() -> u16 {
@@ -232,19 +232,7 @@ fn main() {
     let dp = |routes: usize| {
         let config = tmp.path().join(format!("kong-{routes}.yml"));
         std::fs::write(&config, routes_config(&echo, routes)).unwrap();
-        spawn_listening(
-            &[
-                "dp".into(),
-                "--config".into(),
-                config.display().to_string(),
-                "--proxy-listen".into(),
-                "127.0.0.1:0".into(),
-                "--status-listen".into(),
-                "127.0.0.1:0".into(),
-            ],
-            "proxy",
-            pin,
-        )
+        spawn_dp(&config, &[], pin)
     };
     let (dp10_proc, dp10) = dp(10);
     let (dp10k_proc, dp10k) = dp(10_000);

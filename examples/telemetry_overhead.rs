@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 mod procs;
 #[path = "support/wrk.rs"]
 mod wrk;
-use procs::spawn_listening;
+use procs::{spawn_dp, spawn_listening};
 use wrk::{cpu_seconds, median};
 
 /// A minimal OTLP/gRPC sink: reads each export and answers OK without decoding it, so the
@@ -132,19 +132,7 @@ fn main() {
     )
     .unwrap();
     let access_log = tmp.path().join("access.log");
-    let dp = |extra: Vec<String>| {
-        let mut a: Vec<String> = vec![
-            "dp".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--proxy-listen".into(),
-            "127.0.0.1:0".into(),
-            "--status-listen".into(),
-            "127.0.0.1:0".into(),
-        ];
-        a.extend(extra);
-        spawn_listening(&a, "proxy", None)
-    };
+    let dp = |extra: Vec<String>| spawn_dp(&config, &extra, None);
     let (off_proc, off) = dp(vec!["--metrics".into(), "off".into()]);
     // TELEMETRY_ON=log|trace measures one of the two alone, TELEMETRY_ON=metrics neither
     // (default: both).

@@ -70,3 +70,20 @@ pub fn spawn_listening(args: &[String], name: &str, pin: Option<&str>) -> (Proc,
     });
     (Proc(child), addr)
 }
+
+/// `portico dp --config <config>` on loopback ports the OS picks, with `extra` arguments;
+/// returns it and its proxy address.
+#[allow(dead_code)] // not every example uses it
+pub fn spawn_dp(config: &std::path::Path, extra: &[String], pin: Option<&str>) -> (Proc, String) {
+    let mut args: Vec<String> = vec![
+        "dp".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--proxy-listen".into(),
+        "127.0.0.1:0".into(),
+        "--status-listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend_from_slice(extra);
+    spawn_listening(&args, "proxy", pin)
+}

@@ -49,6 +49,9 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// tens of thousands of spans a second while one export is in flight.
 pub const QUEUE: usize = 16 * 1024;
 
+/// Attributes a server span carries at most (request, route, consumer and response).
+const SERVER_ATTRIBUTES: usize = 14;
+
 /// How often the export task drains the queue.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
@@ -220,7 +223,13 @@ impl Tracing {
                 trace_state,
                 start,
                 name: Cow::Borrowed(""),
-                attributes: Vec::new(),
+                // Room for the proxy's attributes and the two `finish` adds, so a sampled
+                // span's list is allocated once.
+                attributes: if sampled {
+                    Vec::with_capacity(SERVER_ATTRIBUTES)
+                } else {
+                    Vec::new()
+                },
                 status: Status::Unset,
             },
             tracing: Arc::clone(self),
