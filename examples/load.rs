@@ -13,16 +13,12 @@
 //! request and peak RSS per target (medians over the rounds), then Portico/nginx and
 //! Portico/direct ratios. `LOAD_SCENARIOS=plain-50,10k-routes` runs a subset.
 //!
-//! Layouts (`LOAD_LAYOUT`), after PERF.md part B:
-//! - `pin` (the default on 2 or more cores): the server under test (Portico, nginx, or for
-//!   "direct" a second `portico echo`) runs alone on the last core, pinned with `taskset`, with
-//!   one worker; wrk and the proxies' upstream share the other cores. Requests/s is then one
-//!   core's capacity for that server, and CPU µs per request is comparable across servers.
-//! - `free`: nothing pinned; every process has all cores and competes with wrk and the
-//!   upstream, which the numbers then include.
+//! Layouts (`LOAD_LAYOUT`: `pin`, the default, or `free`): see `examples/support/layout.rs`.
 
 use std::process::{Command, Stdio};
 
+#[path = "support/layout.rs"]
+mod layout;
 #[path = "support/procs.rs"]
 mod procs;
 #[path = "support/wrk.rs"]
@@ -139,10 +135,6 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn routes_config(upstream: &str, routes: usize) -> String {
     let mut s = format!(
         "_format_version: \"3.0\"\nservices:\n  - name: bench\n    url: http://{upstream}\n    routes:\n      - name: bench\n        paths: [/bench]\n"
@@ -188,28 +180,10 @@ fn main() {
     let seconds = args.get(1).copied().unwrap_or(5).max(1);
     ensure_tools(&[("wrk", "wrk"), ("nginx", "nginx")]);
 
-    let cpus = num_cpus();
-    let layout = std::env::var("LOAD_LAYOUT")
-        .unwrap_or_else(|_| if cpus >= 2 { "pin" } else { "free" }.into());
-    // The server under test on the last core; wrk and the upstream on the others.
-    let (server_cpus, client_cpus, workers) = match layout.as_str() {
-        "pin" if cpus >= 2 => (
-            Some(format!("{}", cpus - 1)),
-            Some(if cpus == 2 {
-                "0".to_string()
-            } else {
-                format!("0-{}", cpus - 2)
-            }),
-            1,
-        ),
-        "free" | "pin" => (None, None, cpus),
-        other => {
-            eprintln!("LOAD_LAYOUT must be pin or free, not {other}");
-            std::process::exit(2);
-        }
-    };
-    let pin = server_cpus.as_deref();
-    let wrk_cpu = client_cpus.clone();
+    let layout = layout::Layout::from_env();
+    let pin = layout.server.as_deref();
+    let client_cpus = layout.client.clone();
+    let workers = layout.workers;
 
     let tmp = tempfile::tempdir().unwrap();
     let echo_port = free_port();
@@ -297,11 +271,8 @@ fn main() {
     let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
 
     println!(
-        "load harness: {cpus} cores, layout {layout} ({}), wrk -t1, {rounds} rounds x {seconds} s per target, order rotated each round",
-        match (&server_cpus, &client_cpus) {
-            (Some(s), Some(c)) => format!("server under test alone on CPU {s} with 1 worker; wrk and the upstream on CPU {c}"),
-            _ => "nothing pinned: every process shares the cores".to_string(),
-        }
+        "load harness: {}; wrk -t1, {rounds} rounds x {seconds} s per target, order rotated each round",
+        layout.describe()
     );
     println!(
         "upstream `portico echo`; nginx {workers} worker(s) with upstream keep-alive; portico dp --config (10 and 10,000 routes); peak RSS is the process's peak so far"
@@ -319,7 +290,7 @@ fn main() {
         let url = |t: &Target| format!("http://{}/bench", t.addr);
         // Warm every target (connection pools, allocators).
         for &i in &scenario.targets {
-            wrk_pinned(&url(&targets[i]), 1, scenario.connections, &extra, &wrk_cpu);
+            layout.wrk(&url(&targets[i]), 1, scenario.connections, &extra);
         }
         for round in 0..rounds as usize {
             let n = scenario.targets.len();
@@ -328,7 +299,7 @@ fn main() {
                 let t = &targets[i];
                 let pids = with_children(t.pid);
                 let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-                let r = wrk_pinned(&url(t), seconds, scenario.connections, &extra, &wrk_cpu);
+                let r = layout.wrk(&url(t), seconds, scenario.connections, &extra);
                 let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
                 let s = &mut samples[i];
                 s.rps.push(r.rps);
@@ -386,19 +357,4 @@ fn main() {
         }
     }
     drop(nginx);
-}
-
-fn wrk_pinned(
-    url: &str,
-    seconds: u64,
-    connections: usize,
-    extra: &[&str],
-    cpu: &Option<String>,
-) -> wrk::Run {
-    match cpu {
-        Some(cpu) => {
-            wrk::wrk_with_prefix(url, seconds, connections, extra, &["taskset", "-c", cpu])
-        }
-        None => wrk::wrk(url, seconds, connections, extra),
-    }
 }

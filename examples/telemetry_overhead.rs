@@ -5,19 +5,26 @@
 //! apt-get install -y wrk   # the load generator
 //! cargo build --release && cargo run --release --example telemetry_overhead -- [rounds] [seconds] [connections]
 //! ```
-//! Starts `portico echo` (the upstream) and two `portico dp --config` processes (release
-//! binaries next to this example) on loopback: "off" with the defaults (Prometheus metrics are
-//! always recorded; `--metrics off` turns them off for the baseline), "on" with metrics,
-//! `--access-log FILE` and `--otlp-endpoint` to an OTLP/gRPC collector running in this process
-//! with `--tracing-sampling-rate 1`. Then runs `wrk` against each, alternating which goes
-//! first every round, and prints each run, the medians, and the ratio on/off. At the end it
-//! checks the "on" node really logged and traced: access-log lines, OTLP exports and bytes.
+//! Starts `portico echo` (the upstream) and `portico dp --config` processes (release binaries
+//! next to this example) on loopback: "off" with `--metrics off`, and one "on" node per part
+//! named in `TELEMETRY_ON` (default `all`): `metrics` (the default per-request metrics),
+//! `log` (`--access-log FILE`), `trace` (`--otlp-endpoint` to an OTLP/gRPC collector running in
+//! this process, `--tracing-sampling-rate 1`), `all` (the three at once). E.g.
+//! `TELEMETRY_ON=log,trace,all` shows each part alone and together in one run. Every round runs
+//! `wrk` against each node, rotating which goes first, and prints each run; then the medians and
+//! each node's ratio to "off", overall and round by round. At the end it checks the nodes
+//! really logged and traced: access-log lines, OTLP exports and bytes.
+//! `LOAD_LAYOUT=pin` (the default on 2 or more cores) runs each data plane alone on the last
+//! core with one worker, its exporter and log writer included, and wrk, the upstream and the
+//! sink on the others; `free` pins nothing (`examples/support/layout.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
 
+#[path = "support/layout.rs"]
+mod layout;
 #[path = "support/procs.rs"]
 mod procs;
 #[path = "support/wrk.rs"]
@@ -77,6 +84,9 @@ fn main() {
     let rounds = args.first().copied().unwrap_or(5);
     let seconds = args.get(1).copied().unwrap_or(5);
     let connections = args.get(2).copied().unwrap_or(50) as usize;
+    let layout = layout::Layout::from_env();
+    // The OTLP sink below runs in this process: beside wrk, not beside the data planes.
+    layout.pin_self();
 
     let spans = Arc::new(AtomicU64::new(0));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -121,7 +131,7 @@ fn main() {
             format!("127.0.0.1:{echo_port}"),
         ],
         "echo",
-        None,
+        layout.client.as_deref(),
     );
     let config = tmp.path().join("kong.yml");
     std::fs::write(
@@ -131,95 +141,177 @@ fn main() {
         ),
     )
     .unwrap();
-    let access_log = tmp.path().join("access.log");
-    let dp = |extra: Vec<String>| spawn_dp(&config, &extra, None);
+    // The access log goes to tmpfs when there is one: on disk, the kernel's writeback of
+    // hundreds of MB lands on whichever core, the pinned data plane's included, and the
+    // numbers measure the disk rather than the gateway. ACCESS_LOG_DIR picks another place.
+    let log_dir = match std::env::var_os("ACCESS_LOG_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None if std::path::Path::new("/dev/shm").is_dir() => {
+            tempfile::tempdir_in("/dev/shm").unwrap()
+        }
+        None => tempfile::tempdir().unwrap(),
+    };
+    let dp = |extra: Vec<String>| spawn_dp(&config, &extra, layout.server.as_deref());
+    // TELEMETRY_ON: which "on" nodes run beside "off" (default `all`, everything at once);
+    // e.g. `log,trace,all` shows each part alone and together in one run.
+    let parts = std::env::var("TELEMETRY_ON").unwrap_or_else(|_| "all".into());
+    let mut targets: Vec<Target> = Vec::new();
     let (off_proc, off) = dp(vec!["--metrics".into(), "off".into()]);
-    // TELEMETRY_ON=log|trace measures one of the two alone, TELEMETRY_ON=metrics neither
-    // (default: both).
-    let only = std::env::var("TELEMETRY_ON").unwrap_or_default();
-    let mut on_args: Vec<String> = Vec::new();
-    if only != "trace" && only != "metrics" {
-        on_args.extend(["--access-log".into(), access_log.display().to_string()]);
+    targets.push(Target::new("off", off_proc, off, None));
+    for part in parts.split(',').filter(|p| !p.is_empty()) {
+        let (log, trace) = match part {
+            "metrics" => (false, false),
+            "log" => (true, false),
+            "trace" => (false, true),
+            "all" => (true, true),
+            other => {
+                eprintln!("TELEMETRY_ON takes metrics, log, trace and all, not {other}");
+                std::process::exit(2);
+            }
+        };
+        let mut args: Vec<String> = Vec::new();
+        let log_file = log.then(|| log_dir.path().join(format!("access-{part}.log")));
+        if let Some(f) = &log_file {
+            args.extend(["--access-log".into(), f.display().to_string()]);
+        }
+        if trace {
+            args.extend([
+                "--otlp-endpoint".into(),
+                format!("http://{collector}"),
+                "--tracing-sampling-rate".into(),
+                "1".into(),
+            ]);
+        }
+        let (proc_, addr) = dp(args);
+        targets.push(Target::new(part, proc_, addr, log_file));
     }
-    if only != "log" && only != "metrics" {
-        on_args.extend([
-            "--otlp-endpoint".into(),
-            format!("http://{collector}"),
-            "--tracing-sampling-rate".into(),
-            "1".into(),
-        ]);
-    }
-    let (on_proc, on) = dp(on_args);
-    let pids = [off_proc.0.id(), on_proc.0.id()];
     println!(
-        "wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds, alternating; upstream `portico echo`"
+        "wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds, order rotated every round; upstream `portico echo`; {}",
+        layout.describe()
     );
-    // Warm both (connection pools, allocator) before measuring.
-    wrk::wrk(&format!("http://{off}/bench"), 1, connections, &[]);
-    wrk::wrk(&format!("http://{on}/bench"), 1, connections, &[]);
+    // Warm every node (connection pools, allocator) before measuring.
+    for t in &targets {
+        layout.wrk(&format!("http://{}/bench", t.addr), 1, connections, &[]);
+    }
     let (exports_before, bytes_before) = (
         spans.load(Ordering::Relaxed),
         export_bytes.load(Ordering::Relaxed),
     );
-
-    let (mut rps_off, mut rps_on, mut p99_off, mut p99_on) = (vec![], vec![], vec![], vec![]);
-    let (mut cpu_off, mut cpu_on) = (vec![], vec![]);
-    let mut requests_on = 0;
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for telemetry in order {
-            let addr = if telemetry { &on } else { &off };
-            let pid = pids[usize::from(telemetry)];
+    let mut traced_requests = 0;
+    for round in 0..rounds as usize {
+        let mut rps_this_round = vec![0.0; targets.len()];
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let t = &mut targets[i];
+            let pid = t.proc_.0.id();
             let cpu_before = cpu_seconds(pid);
             let sink_before = cpu_seconds(std::process::id());
-            let r = wrk::wrk(&format!("http://{addr}/bench"), seconds, connections, &[]);
+            let r = layout.wrk(
+                &format!("http://{}/bench", t.addr),
+                seconds,
+                connections,
+                &[],
+            );
             let cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6 / r.requests.max(1) as f64;
             // This process is the OTLP sink (and an idle main thread): what receiving the
-            // spans costs the shared machine.
+            // spans costs the machine.
             let sink_us =
                 (cpu_seconds(std::process::id()) - sink_before) * 1e6 / r.requests.max(1) as f64;
             println!(
-                "  round {round} {:<3} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  data-plane CPU {cpu_us:>5.1} µs/request  OTLP sink CPU {sink_us:>4.1} µs/request",
-                if telemetry { "on" } else { "off" },
-                r.rps,
-                r.p50_ms,
-                r.p99_ms
+                "  round {round} {:<7} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  data-plane CPU {cpu_us:>5.1} µs/request  OTLP sink CPU {sink_us:>4.1} µs/request",
+                t.name, r.rps, r.p50_ms, r.p99_ms
             );
-            if telemetry { &mut cpu_on } else { &mut cpu_off }.push(cpu_us);
-            if telemetry {
-                rps_on.push(r.rps);
-                p99_on.push(r.p99_ms);
-                requests_on += r.requests;
-            } else {
-                rps_off.push(r.rps);
-                p99_off.push(r.p99_ms);
+            t.rps.push(r.rps);
+            t.p99.push(r.p99_ms);
+            t.cpu.push(cpu_us);
+            if matches!(t.name, "trace" | "all") {
+                traced_requests += r.requests;
             }
+            rps_this_round[i] = r.rps;
+        }
+        for (i, t) in targets.iter_mut().enumerate().skip(1) {
+            t.round_ratios.push(rps_this_round[i] / rps_this_round[0]);
         }
     }
-    let (off_m, on_m) = (median(rps_off), median(rps_on));
-    println!(
-        "data-plane CPU per request (median): off {:.1} µs, on {:.1} µs",
-        median(cpu_off),
-        median(cpu_on)
-    );
-    println!(
-        "median: off {off_m:.0} req/s (p99 {:.2} ms), on {on_m:.0} req/s (p99 {:.2} ms): on/off = {:.3}",
-        median(p99_off),
-        median(p99_on),
-        on_m / off_m
-    );
-    // Let the last batch of spans arrive (the exporter sends every 500 ms).
+    let off_rps = median(targets[0].rps.clone());
+    println!("medians:");
+    for t in &targets {
+        let rps = median(t.rps.clone());
+        let ratio = if t.round_ratios.is_empty() {
+            String::new()
+        } else {
+            let mut r = t.round_ratios.clone();
+            r.sort_by(f64::total_cmp);
+            format!(
+                "  {}/off = {:.3} (per round: {})",
+                t.name,
+                rps / off_rps,
+                r.iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        };
+        println!(
+            "  {:<7} {rps:>9.0} req/s  p99 {:>6.2} ms  data-plane CPU {:>5.1} µs/request{ratio}",
+            t.name,
+            median(t.p99.clone()),
+            median(t.cpu.clone()),
+        );
+    }
+    // Let the last batch of spans arrive (the exporter drains every 200 ms).
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let lines = std::fs::read_to_string(&access_log)
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
+    let lines: usize = targets
+        .iter()
+        .filter_map(|t| t.log_file.as_ref())
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        })
+        .sum();
     println!(
-        "the 'on' node: {lines} access-log lines; the collector got {} OTLP exports ({:.1} MB) for {requests_on} measured requests",
+        "the logging nodes wrote {lines} access-log lines; the collector got {} OTLP exports ({:.1} MB) for {traced_requests} measured traced requests",
         spans.load(Ordering::Relaxed) - exports_before,
         (export_bytes.load(Ordering::Relaxed) - bytes_before) as f64 / 1e6
     );
+}
+
+/// One data plane under test and its samples.
+struct Target {
+    name: &'static str,
+    proc_: procs::Proc,
+    addr: String,
+    log_file: Option<std::path::PathBuf>,
+    rps: Vec<f64>,
+    p99: Vec<f64>,
+    cpu: Vec<f64>,
+    /// This node's requests/s over "off"'s in the same round.
+    round_ratios: Vec<f64>,
+}
+
+impl Target {
+    fn new(
+        name: &str,
+        proc_: procs::Proc,
+        addr: String,
+        log_file: Option<std::path::PathBuf>,
+    ) -> Target {
+        Target {
+            name: match name {
+                "off" => "off",
+                "metrics" => "metrics",
+                "log" => "log",
+                "trace" => "trace",
+                _ => "all",
+            },
+            proc_,
+            addr,
+            log_file,
+            rps: Vec::new(),
+            p99: Vec::new(),
+            cpu: Vec::new(),
+            round_ratios: Vec::new(),
+        }
+    }
 }
