@@ -17,17 +17,16 @@ use crate::balancer::hashing::{HashRequest, RequestKey};
 use crate::balancer::{self, Picked};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding};
-use crate::metrics::{method_label, Observed};
+use crate::metrics::Observed;
 use crate::plugins::{Ctx, Flow, Outcome, Req};
 use crate::pool::EndpointPool;
 use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
 use crate::router::RouteRequest;
 use crate::runtime::{CompiledService, Destination, Runtime};
 use crate::state::Shared;
-use crate::telemetry::trace::{AttemptSpan, RequestTrace, Tracing};
+use crate::telemetry::trace::{AttemptSpan, RequestFacts, RequestTrace, Tracing};
 use crate::telemetry::{LogStart, Tail};
 use crate::upstream_body::UpstreamBody;
-use opentelemetry::KeyValue;
 
 /// What the listener knows about a downstream connection.
 #[derive(Debug, Clone, Copy)]
@@ -122,11 +121,11 @@ pub async fn handle(
     if let (None, Some(t)) = (&observed.trace, &telemetry.tracing) {
         let mut trace = t.start_request(observed.parent.as_ref(), started_at);
         if trace.is_sampled() {
-            trace.set_name(method_label(&method));
-            trace.set_attributes([
-                KeyValue::new("http.request.method", method_label(&method)),
-                KeyValue::new("portico.request_id", request_id_str(&resp)),
-            ]);
+            trace.describe(RequestFacts {
+                method: method.clone(),
+                request_id: resp.headers().get(&REQUEST_ID).cloned(),
+                ..RequestFacts::default()
+            });
         }
         observed.trace = Some(trace);
     }
@@ -163,14 +162,6 @@ pub async fn handle(
         }
     }
     resp
-}
-
-fn request_id_str(resp: &Response<ProxyBody>) -> String {
-    resp.headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
 }
 
 /// Counts a request as active until dropped, also when the client goes away mid-request and
@@ -243,15 +234,6 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
         _ => host,
-    }
-}
-
-fn protocol_version(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
     }
 }
 
@@ -353,30 +335,19 @@ async fn proxy(
         );
         if trace.is_sampled() {
             let (route_label, service_label) = observed.route_labels().unzip();
-            trace.set_name(format!(
-                "{} {}",
-                method_label(&parts.method),
-                route_label.as_deref().unwrap_or("")
-            ));
-            trace.set_attributes([
-                KeyValue::new("http.request.method", method_label(&parts.method)),
-                KeyValue::new("url.path", orig_uri.path().to_owned()),
-                KeyValue::new("url.scheme", if https { "https" } else { "http" }),
-                KeyValue::new("server.address", host.to_string()),
-                KeyValue::new("client.address", client_ip.to_string()),
-                KeyValue::new("network.protocol.version", protocol_version(parts.version)),
-                KeyValue::new(
-                    "portico.request_id",
-                    request_id.to_str().unwrap_or("").to_owned(),
-                ),
-                KeyValue::new("portico.route.id", route.id.to_string()),
-            ]);
-            if let Some(r) = route_label {
-                trace.set_attributes([KeyValue::new("portico.route.name", r)]);
-            }
-            if let Some(s) = service_label.filter(|s| !s.is_empty()) {
-                trace.set_attributes([KeyValue::new("portico.service.name", s)]);
-            }
+            trace.describe(RequestFacts {
+                method: parts.method.clone(),
+                uri: Some(orig_uri.clone()),
+                https,
+                host: Some(host.to_string()),
+                client: Some(client_ip),
+                version: Some(parts.version),
+                request_id: Some(request_id.clone()),
+                route_id: Some(route.id),
+                route: route_label,
+                service: service_label,
+                consumer: None,
+            });
         }
         observed.trace = Some(trace);
     }
@@ -438,7 +409,7 @@ async fn proxy(
                 .clone()
                 .unwrap_or_else(|| consumer.id.to_string());
             if let Some(t) = observed.trace.as_mut().filter(|t| t.is_sampled()) {
-                t.set_attributes([KeyValue::new("portico.consumer", name.clone())]);
+                t.set_consumer(name.clone());
             }
             if observed.logging {
                 observed.facts.consumer = Some(name);
@@ -619,7 +590,7 @@ async fn send_with_retries(
             span.inject(req.headers_mut());
             span
         });
-        let end = |span: Option<AttemptSpan>, result: Result<u16, &str>| {
+        let end = |span: Option<AttemptSpan>, result: Result<u16, &'static str>| {
             if let Some(s) = span {
                 s.finish(result);
             }

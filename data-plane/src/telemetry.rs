@@ -5,6 +5,7 @@
 //! the response: [`Tail`] rides on the response body and finishes there.
 
 pub mod access_log;
+pub mod otlp;
 pub mod trace;
 
 use std::net::IpAddr;
@@ -130,16 +131,17 @@ impl Telemetry {
     }
 }
 
-/// An OTLP endpoint is an http(s) URL with a host.
+/// An OTLP endpoint is an http URL with a host (TLS to the collector is not built yet).
 pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let uri: Uri = endpoint
         .parse()
         .map_err(|e| format!("'{endpoint}' is not a URL: {e}"))?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(_)) => Ok(()),
-        _ => Err(format!(
-            "'{endpoint}' must be an http:// or https:// URL with a host"
+        (Some("http"), Some(_)) => Ok(()),
+        (Some("https"), Some(_)) => Err(format!(
+            "'{endpoint}': TLS to the collector is not supported yet; send to a local collector or agent over http://"
         )),
+        _ => Err(format!("'{endpoint}' must be an http:// URL with a host")),
     }
 }
 
@@ -184,11 +186,12 @@ impl Tail {
     pub fn finish(self, bytes_out: u64, complete: bool) {
         let peer = self.peer;
         let elapsed = self.start.elapsed();
+        let mut hex = [0u8; 32];
         let trace_id = self
             .trace
             .as_ref()
             .filter(|t| t.is_sampled())
-            .map(RequestTrace::trace_id);
+            .map(|t| t.trace_id_hex(&mut hex));
         if let Some((start, facts)) = &self.log {
             let route = facts.route.as_ref();
             start.log.write(&Entry {
@@ -218,7 +221,7 @@ impl Tail {
                 bytes_in: start.bytes_in,
                 bytes_out,
                 incomplete: !complete,
-                trace_id: trace_id.as_deref(),
+                trace_id,
             });
         }
         if let Some(trace) = self.trace {

@@ -393,6 +393,24 @@ async fn a_dead_collector_costs_requests_nothing() {
         assert_eq!(got.status, StatusCode::OK);
     }
     assert_eq!(up.count(), 50);
+    // The lost spans are counted where operators look: 50 server and 50 attempt spans.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(&format!("http://{}/metrics", gw.status), &[]).await;
+        let lost = got
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("portico_trace_spans_dropped_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap());
+        if lost == Some(100) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lost spans not counted: {lost:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gw.stop().await;
 }
 
@@ -492,6 +510,16 @@ consumers:
     assert_eq!(l["status"], 404);
     assert_eq!(l["route"], "");
     assert_eq!(l["path"], "/nothing");
+    // Nothing was dropped, and /metrics says so.
+    let metrics = get(&format!("http://{}/metrics", gw.status), &[]).await;
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "portico_access_log_dropped_total 0"),
+        "{}",
+        metrics.body
+    );
     gw.stop().await;
 }
 

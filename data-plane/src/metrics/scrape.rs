@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -14,6 +16,7 @@ use crate::plugins::circuit_breaker::State;
 use crate::plugins::Instance;
 use crate::runtime::Runtime;
 use crate::state::Shared;
+use crate::telemetry::trace::Tracing;
 
 /// Target health states, as Kong's `kong_upstream_target_health` lists them: one series per
 /// state, 1 for the current one.
@@ -105,6 +108,37 @@ pub(super) fn node_registry(shared: &Shared, last_apply_micros: u64) -> Registry
         "Circuit-breaker state per service: 1 for its current state, 0 for the others",
         circuits,
     );
+
+    // Telemetry that could not keep up: never queued without bound, so dropped and counted.
+    if let Some(log) = &shared.telemetry.access_log {
+        let dropped: Counter = Counter::default();
+        dropped.inc_by(log.dropped());
+        reg.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer was behind",
+            dropped,
+        );
+    }
+    let mut pipelines: Vec<&Arc<Tracing>> = shared.telemetry.tracing.iter().collect();
+    if let Some(rt) = rt.as_deref() {
+        for (_, instance) in rt.plugins.instances() {
+            if let Instance::Opentelemetry(o) = instance {
+                // One pipeline may serve several instances (reused across swaps).
+                if !pipelines.iter().any(|p| Arc::ptr_eq(p, o.tracing())) {
+                    pipelines.push(o.tracing());
+                }
+            }
+        }
+    }
+    if !pipelines.is_empty() {
+        let dropped: Counter = Counter::default();
+        dropped.inc_by(pipelines.iter().map(|p| p.dropped()).sum());
+        reg.register(
+            "trace_spans_dropped",
+            "Sampled spans lost: dropped because the exporter was behind, or in an export the collector did not take",
+            dropped,
+        );
+    }
     reg
 }
 

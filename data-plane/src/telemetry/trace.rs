@@ -2,13 +2,14 @@
 //! client's W3C trace context and handing it on upstream, exported over OTLP.
 //!
 //! The request path does not go through the OpenTelemetry SDK's tracer: a span here is a few
-//! ids, a start time and its attributes, and only a sampled span allocates anything. When it
-//! ends it is queued, without blocking, on a bounded channel (the export task turns it into
-//! the SDK's export record, [`SpanData`]); past [`QUEUE`] spans it is dropped and counted. One task per pipeline, on the
-//! proxy's runtime, hands batches to `opentelemetry-otlp`'s exporter: it is woken once a batch
-//! is full (one wake-up per `max_batch` spans, not per span) and otherwise drains what is queued
-//! every [`DRAIN_EVERY`]. A dead collector costs that task a failed export and one log line a
-//! minute, nothing on the request path.
+//! ids, a start time and, when sampled, what the proxy already knew about the request
+//! ([`RequestFacts`]: a method, the `Uri`, shared route labels). When it ends it is queued,
+//! without blocking, on a bounded channel; past [`QUEUE`] spans it is dropped and counted. One
+//! task per pipeline, on the proxy's runtime, encodes batches straight into OTLP protobuf and
+//! sends them ([`super::otlp`]): it is woken once a batch is full (one wake-up per `max_batch`
+//! spans, not per span) and otherwise drains what is queued every [`DRAIN_EVERY`]. A dead
+//! collector costs that task a failed export and one log line a minute, nothing on the request
+//! path.
 //!
 //! Ids come from the SDK's random generator and the sampling decision is the SDK's
 //! `ParentBased(TraceIdRatioBased(rate))`: a client's own decision in `traceparent` is followed,
@@ -18,8 +19,6 @@
 //! `opentelemetry` plugin (OTLP/HTTP protobuf, its `traces_endpoint`), which takes precedence
 //! for the routes it applies to.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -28,17 +27,13 @@ use std::time::{Duration, SystemTime};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceId, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
-};
-use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tokio::sync::{mpsc, oneshot};
+
+pub use super::otlp::RequestFacts;
+use super::otlp::{Detail, Encoder, ServerDetail, SpanRecord, Transport};
 
 /// W3C trace-context headers.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -48,9 +43,6 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// for several batches: exports are sent one at a time, and at 100% sampling a node ends
 /// tens of thousands of spans a second while one export is in flight.
 pub const QUEUE: usize = 16 * 1024;
-
-/// Attributes a server span carries at most (request, route, consumer and response).
-const SERVER_ATTRIBUTES: usize = 14;
 
 /// How often the export task drains the queue.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
@@ -89,7 +81,7 @@ pub enum OtlpProtocol {
 
 /// One exporter pipeline: the queue its spans go to and how requests are sampled.
 pub struct Tracing {
-    queue: SyncSender<Ended>,
+    queue: SyncSender<SpanRecord>,
     /// Spans queued since the export task last took a batch, and its wake-up.
     pending: Arc<Pending>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
@@ -99,7 +91,8 @@ pub struct Tracing {
     /// Sample every new trace (a rate of 1).
     always: bool,
     ids: RandomIdGenerator,
-    dropped: AtomicU64,
+    /// Sampled spans lost: dropped when the queue was full, or in a failed export.
+    dropped: Arc<AtomicU64>,
     response_header: Option<HeaderName>,
     /// What the pipeline was built from, to reuse it across config swaps when unchanged.
     pub export: TraceExport,
@@ -120,26 +113,24 @@ impl Tracing {
     pub fn new(export: TraceExport) -> Result<Tracing, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "tracing needs the tokio runtime".to_owned())?;
-        let mut exporter = {
+        let transport = {
             let _guard = runtime.enter();
-            build_exporter(&export)?
+            Transport::new(&export)?
         };
-        let mut attributes = vec![
-            KeyValue::new("service.name", "portico"),
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new("service.instance.id", export.node_id.clone()),
+        let mut resource = vec![
+            ("service.name", "portico"),
+            ("service.version", env!("CARGO_PKG_VERSION")),
+            ("service.instance.id", export.node_id.as_str()),
         ];
-        attributes.extend(
-            export
-                .resource
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-        );
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_attributes(attributes)
-                .build(),
-        );
+        // A configured attribute replaces a default of the same name.
+        for (k, v) in &export.resource {
+            match resource.iter_mut().find(|(name, _)| *name == k.as_str()) {
+                Some(slot) => slot.1 = v.as_str(),
+                None => resource.push((k.as_str(), v.as_str())),
+            }
+        }
+        let encoder = Encoder::new(&resource);
+        let dropped = Arc::new(AtomicU64::new(0));
         let (queue, spans) = sync_channel(QUEUE);
         let (flushes, flush_rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Pending {
@@ -149,16 +140,18 @@ impl Tracing {
         });
         runtime.spawn(
             Exporting {
-                exporter,
-                endpoint: export.endpoint.clone(),
-                timeout: export.timeout,
+                transport,
+                encoder,
                 max_batch: export.max_batch.max(1),
-                failing: false,
-                last_warned: None,
                 pending: Arc::clone(&pending),
-                scope: InstrumentationScope::builder("portico")
-                    .with_version(env!("CARGO_PKG_VERSION"))
-                    .build(),
+                slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT as usize)),
+                outcome: Arc::new(Outcome {
+                    endpoint: export.endpoint.clone(),
+                    timeout: export.timeout,
+                    failing: std::sync::atomic::AtomicBool::new(false),
+                    last_warned: std::sync::Mutex::new(None),
+                    lost: Arc::clone(&dropped),
+                }),
             }
             .run(spans, flush_rx),
         );
@@ -171,7 +164,7 @@ impl Tracing {
             threshold: (rate * (1u64 << 63) as f64) as u64,
             always: rate >= 1.0,
             ids: RandomIdGenerator::default(),
-            dropped: AtomicU64::new(0),
+            dropped,
             response_header: export.response_header.clone(),
             export,
         })
@@ -187,8 +180,8 @@ impl Tracing {
         sc.is_valid().then_some(Parent(sc))
     }
 
-    /// Starts the request's server span under `parent`, dated `start`. The span is named
-    /// and given attributes only when sampled ([`RequestTrace::is_sampled`]).
+    /// Starts the request's server span under `parent`, dated `start`. What it says about the
+    /// request is recorded only when sampled ([`RequestTrace::is_sampled`]).
     pub fn start_request(
         self: &Arc<Self>,
         parent: Option<&Parent>,
@@ -214,24 +207,16 @@ impl Tracing {
             }
         };
         RequestTrace {
-            span: Open {
+            ids: Ids {
                 trace_id,
                 span_id: self.ids.new_span_id(),
-                parent_span_id,
-                parent_remote: remote,
                 sampled,
                 trace_state,
-                start,
-                name: Cow::Borrowed(""),
-                // Room for the proxy's attributes and the two `finish` adds, so a sampled
-                // span's list is allocated once.
-                attributes: if sampled {
-                    Vec::with_capacity(SERVER_ATTRIBUTES)
-                } else {
-                    Vec::new()
-                },
-                status: Status::Unset,
             },
+            parent_span_id,
+            parent_remote: remote,
+            start,
+            detail: None,
             tracing: Arc::clone(self),
         }
     }
@@ -245,13 +230,15 @@ impl Tracing {
         (low >> 1) < self.threshold
     }
 
-    /// Queues an ended span; drops it (counted) when the exporter is behind. The export record
-    /// is built by the export task: the queue carries the smaller [`Ended`].
-    fn end(&self, span: Open, kind: SpanKind, end: SystemTime) {
-        match self.queue.try_send(Ended { span, kind, end }) {
+    /// Queues an ended span; drops it (counted) when the exporter is behind.
+    fn end(&self, span: SpanRecord) {
+        match self.queue.try_send(span) {
             Ok(()) => {
+                // Every full batch's worth wakes the task, also while it is busy exporting (the
+                // wake-up is kept for when it is done), so the queue is drained as fast as the
+                // collector takes it rather than every DRAIN_EVERY.
                 let p = &self.pending;
-                if p.count.fetch_add(1, Ordering::Relaxed) + 1 == p.batch {
+                if (p.count.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(p.batch) {
                     p.full.notify_one();
                 }
             }
@@ -266,7 +253,8 @@ impl Tracing {
         }
     }
 
-    /// Spans dropped because the exporter was behind.
+    /// Sampled spans lost: dropped because the exporter was behind, or sent in an export the
+    /// collector did not take.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -293,79 +281,55 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Parent(SpanContext);
 
-/// A span that ended, as queued for the export task.
+/// What identifies a span and its trace.
 #[derive(Debug)]
-struct Ended {
-    span: Open,
-    kind: SpanKind,
-    end: SystemTime,
-}
-
-impl Ended {
-    fn into_data(self, scope: &InstrumentationScope) -> SpanData {
-        let Ended { span, kind, end } = self;
-        SpanData {
-            span_context: SpanContext::new(
-                span.trace_id,
-                span.span_id,
-                TraceFlags::SAMPLED,
-                false,
-                span.trace_state,
-            ),
-            parent_span_id: span.parent_span_id,
-            parent_span_is_remote: span.parent_remote,
-            span_kind: kind,
-            name: span.name,
-            start_time: span.start,
-            end_time: end,
-            attributes: span.attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: span.status,
-            instrumentation_scope: scope.clone(),
-        }
-    }
-}
-
-/// A span being recorded.
-#[derive(Debug)]
-struct Open {
+struct Ids {
     trace_id: TraceId,
     span_id: SpanId,
-    parent_span_id: SpanId,
-    parent_remote: bool,
     sampled: bool,
     trace_state: TraceState,
-    start: SystemTime,
-    name: Cow<'static, str>,
-    attributes: Vec<KeyValue>,
-    status: Status,
 }
+
+/// Exports a pipeline keeps in flight at once: a collector's round trip then does not cap
+/// how fast spans leave (one at a time, a 10 ms round trip caps 512-span batches at about
+/// 51,000 spans a second).
+const IN_FLIGHT: u32 = 4;
 
 /// The export task of one pipeline.
 struct Exporting {
-    exporter: opentelemetry_otlp::SpanExporter,
+    transport: Transport,
+    encoder: Encoder,
+    max_batch: usize,
+    pending: Arc<Pending>,
+    /// Permits for exports in flight.
+    slots: Arc<tokio::sync::Semaphore>,
+    outcome: Arc<Outcome>,
+}
+
+/// How the pipeline's exports went, shared by the exports in flight.
+struct Outcome {
     endpoint: String,
     timeout: Duration,
-    max_batch: usize,
-    failing: bool,
-    last_warned: Option<std::time::Instant>,
-    pending: Arc<Pending>,
-    scope: InstrumentationScope,
+    /// The last export failed.
+    failing: std::sync::atomic::AtomicBool,
+    /// When "cannot export" was last logged.
+    last_warned: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The pipeline's lost-span count.
+    lost: Arc<AtomicU64>,
 }
 
 impl Exporting {
-    /// Drains the queue every [`DRAIN_EVERY`] and on flush requests, until the [`Tracing`] is
-    /// dropped; then exports what is left and shuts the exporter down.
+    /// Drains the queue every [`DRAIN_EVERY`], on full batches and on flush requests, until the
+    /// [`Tracing`] is dropped; then exports what is left and waits for it.
     async fn run(
         mut self,
-        mut spans: Receiver<Ended>,
+        mut spans: Receiver<SpanRecord>,
         mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     ) {
         let mut tick = tokio::time::interval(DRAIN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut waiting = Vec::new();
+        let mut batch = Vec::with_capacity(self.max_batch);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -375,51 +339,74 @@ impl Exporting {
             while let Ok(done) = flushes.try_recv() {
                 waiting.push(done);
             }
-            let closed = self.drain(&mut spans).await;
+            let closed = self.drain(&mut spans, &mut batch).await;
+            if closed || !waiting.is_empty() {
+                // Every export in flight has finished once all permits are free.
+                let _all = self.slots.acquire_many(IN_FLIGHT).await;
+            }
             for done in waiting.drain(..) {
                 let _ = done.send(());
             }
             if closed {
-                let _ = self.exporter.shutdown_with_timeout(self.timeout);
                 return;
             }
         }
     }
 
-    /// Exports everything queued, in batches; returns whether the queue is closed.
-    async fn drain(&mut self, spans: &mut Receiver<Ended>) -> bool {
+    /// Sends everything queued, in batches; returns whether the queue is closed.
+    async fn drain(
+        &mut self,
+        spans: &mut Receiver<SpanRecord>,
+        batch: &mut Vec<SpanRecord>,
+    ) -> bool {
         loop {
-            let (batch, closed) = take_batch(spans, self.max_batch, &self.scope);
+            let closed = take_batch(spans, self.max_batch, batch);
             self.pending.count.fetch_sub(batch.len(), Ordering::Relaxed);
             let full = batch.len() == self.max_batch;
             if !batch.is_empty() {
-                self.export(batch).await;
+                let body = self.encoder.encode(batch);
+                let count = batch.len();
+                batch.clear();
+                // Waits while IN_FLIGHT exports are out: the queue, bounded, takes the slack.
+                let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
+                    return true;
+                };
+                let send = self.transport.send(body);
+                let outcome = Arc::clone(&self.outcome);
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(outcome.timeout, send).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("no answer within {:?}", outcome.timeout)),
+                    };
+                    outcome.report(result, count);
+                    drop(permit);
+                });
             }
             if closed || !full {
                 return closed;
             }
         }
     }
+}
 
-    async fn export(&mut self, batch: Vec<SpanData>) {
-        let count = batch.len();
-        let result = match tokio::time::timeout(self.timeout, self.exporter.export(batch)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        };
+impl Outcome {
+    fn report(&self, result: Result<(), String>, count: usize) {
         match result {
             Ok(()) => {
-                if std::mem::take(&mut self.failing) {
+                if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(endpoint = %self.endpoint, "trace export recovered");
                 }
             }
             Err(error) => {
-                let first = !std::mem::replace(&mut self.failing, true);
-                let quiet = self
+                self.lost.fetch_add(count as u64, Ordering::Relaxed);
+                let first = !self.failing.swap(true, Ordering::Relaxed);
+                let mut last = self
                     .last_warned
-                    .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let quiet = last.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
                 if first || !quiet {
-                    self.last_warned = Some(std::time::Instant::now());
+                    *last = Some(std::time::Instant::now());
                     tracing::warn!(endpoint = %self.endpoint, %error, spans = count, "cannot export traces; spans are dropped until the collector is reachable (requests are not affected)");
                 }
             }
@@ -427,155 +414,128 @@ impl Exporting {
     }
 }
 
-/// Up to `max` queued spans, and whether the queue is closed (the [`Tracing`] dropped).
-fn take_batch(
-    spans: &Receiver<Ended>,
-    max: usize,
-    scope: &InstrumentationScope,
-) -> (Vec<SpanData>, bool) {
-    let mut batch = Vec::new();
+/// Moves up to `max` queued spans into `batch`; returns whether the queue is closed (the
+/// [`Tracing`] dropped).
+fn take_batch(spans: &Receiver<SpanRecord>, max: usize, batch: &mut Vec<SpanRecord>) -> bool {
     while batch.len() < max {
         match spans.try_recv() {
-            Ok(span) => batch.push(span.into_data(scope)),
-            Err(TryRecvError::Empty) => return (batch, false),
-            Err(TryRecvError::Disconnected) => return (batch, true),
+            Ok(span) => batch.push(span),
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
         }
     }
-    (batch, false)
-}
-
-fn build_exporter(export: &TraceExport) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let built = match export.protocol {
-        OtlpProtocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &export.headers {
-                let key =
-                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| format!("invalid OTLP header name '{k}'"))?;
-                let value = v
-                    .parse()
-                    .map_err(|_| format!("invalid value for OTLP header '{k}'"))?;
-                metadata.insert(key, value);
-            }
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(export.endpoint.clone())
-                .with_timeout(export.timeout)
-                .with_metadata(metadata)
-                .build()
-        }
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(export.endpoint.clone())
-            .with_timeout(export.timeout)
-            .with_headers(export.headers.iter().cloned().collect::<HashMap<_, _>>())
-            .build(),
-    };
-    built.map_err(|e| {
-        format!(
-            "cannot build the OTLP exporter for {}: {e}",
-            export.endpoint
-        )
-    })
+    false
 }
 
 /// The trace of one request: its server span and the pipeline it goes to.
 #[derive(Debug)]
 pub struct RequestTrace {
-    span: Open,
+    ids: Ids,
+    parent_span_id: SpanId,
+    parent_remote: bool,
+    start: SystemTime,
+    /// What the span says about the request; only for a sampled span.
+    detail: Option<Box<ServerDetail>>,
     tracing: Arc<Tracing>,
 }
 
 impl RequestTrace {
-    /// The trace id, as 32 hex digits.
-    pub fn trace_id(&self) -> String {
-        self.span.trace_id.to_string()
+    /// The trace id as 32 hex digits, written into `buf`.
+    pub fn trace_id_hex<'a>(&self, buf: &'a mut [u8; 32]) -> &'a str {
+        hex_into(&self.ids.trace_id.to_bytes(), buf);
+        std::str::from_utf8(buf).unwrap_or("")
     }
 
     /// Whether spans of this request are recorded and exported (sampled).
     pub fn is_sampled(&self) -> bool {
-        self.span.sampled
+        self.ids.sampled
     }
 
     /// Kong's `http_response_header_for_traceid`, with this trace's id.
     pub fn response_header(&self) -> Option<(HeaderName, HeaderValue)> {
         let name = self.tracing.response_header.clone()?;
-        let value = HeaderValue::from_str(&self.trace_id()).ok()?;
+        let mut hex = [0u8; 32];
+        let value = HeaderValue::from_str(self.trace_id_hex(&mut hex)).ok()?;
         Some((name, value))
     }
 
-    /// Names the server span (when sampled).
-    pub fn set_name(&mut self, name: impl Into<Cow<'static, str>>) {
-        if self.span.sampled {
-            self.span.name = name.into();
+    /// Records what the server span says about the request (when sampled; callers check
+    /// [`is_sampled`](Self::is_sampled) before gathering it).
+    pub fn describe(&mut self, facts: RequestFacts) {
+        if self.ids.sampled {
+            self.detail = Some(Box::new(ServerDetail {
+                facts,
+                status: 0,
+                bytes_out: 0,
+                complete: false,
+            }));
         }
     }
 
-    /// Adds attributes to the server span. Callers check [`is_sampled`](Self::is_sampled)
-    /// before building costly ones; unsampled spans drop them.
-    pub fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        if self.span.sampled {
-            self.span.attributes.extend(attributes);
+    /// The consumer the plugin chain identified.
+    pub fn set_consumer(&mut self, name: String) {
+        if let Some(d) = &mut self.detail {
+            d.facts.consumer = Some(name);
         }
     }
 
     /// Starts the client span of one upstream attempt.
     pub fn attempt(&self, attempt: u32, host: &Arc<str>, port: u16) -> AttemptSpan {
-        let span = &self.span;
-        let attributes = if span.sampled {
-            vec![
-                KeyValue::new("server.address", Arc::clone(host)),
-                KeyValue::new("server.port", i64::from(port)),
-                KeyValue::new("portico.attempt", i64::from(attempt)),
-            ]
-        } else {
-            Vec::new()
-        };
+        let ids = &self.ids;
         AttemptSpan {
-            span: Open {
-                trace_id: span.trace_id,
+            ids: Ids {
+                trace_id: ids.trace_id,
                 span_id: self.tracing.ids.new_span_id(),
-                parent_span_id: span.span_id,
-                parent_remote: false,
-                sampled: span.sampled,
-                trace_state: span.trace_state.clone(),
-                start: SystemTime::now(),
-                name: Cow::Borrowed("upstream"),
-                attributes,
-                status: Status::Unset,
+                sampled: ids.sampled,
+                trace_state: ids.trace_state.clone(),
             },
+            parent_span_id: ids.span_id,
+            start: SystemTime::now(),
+            host: Arc::clone(host),
+            port,
+            attempt,
             tracing: Arc::clone(&self.tracing),
         }
     }
 
     /// Ends the server span with the response status, `elapsed` after it started.
     pub fn finish(self, status: u16, bytes_out: u64, complete: bool, elapsed: Duration) {
-        let mut span = self.span;
-        if !span.sampled {
+        if !self.ids.sampled {
             return;
         }
-        span.attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        span.attributes.push(KeyValue::new(
-            "http.response.body.size",
-            i64::try_from(bytes_out).unwrap_or(i64::MAX),
-        ));
-        if status >= 500 {
-            span.status = Status::error(Cow::Borrowed(""));
-        } else if !complete {
-            span.status = Status::error(Cow::Borrowed("response body incomplete"));
-        }
-        let end = span.start + elapsed;
-        self.tracing.end(span, SpanKind::Server, end);
+        let mut detail = self.detail.unwrap_or_else(|| {
+            Box::new(ServerDetail {
+                facts: RequestFacts::default(),
+                status: 0,
+                bytes_out: 0,
+                complete: false,
+            })
+        });
+        detail.status = status;
+        detail.bytes_out = bytes_out;
+        detail.complete = complete;
+        self.tracing.end(SpanRecord {
+            trace_id: self.ids.trace_id,
+            span_id: self.ids.span_id,
+            parent_span_id: self.parent_span_id,
+            parent_remote: self.parent_remote,
+            trace_state: self.ids.trace_state,
+            start: self.start,
+            end: self.start + elapsed,
+            detail: Detail::Server(detail),
+        });
     }
 }
 
 /// The span of one upstream attempt.
 #[derive(Debug)]
 pub struct AttemptSpan {
-    span: Open,
+    ids: Ids,
+    parent_span_id: SpanId,
+    start: SystemTime,
+    host: Arc<str>,
+    port: u16,
+    attempt: u32,
     tracing: Arc<Tracing>,
 }
 
@@ -583,12 +543,12 @@ impl AttemptSpan {
     /// Writes `traceparent` (and `tracestate`) for the upstream, naming this attempt as the
     /// parent, replacing whatever the client sent.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let span = &self.span;
+        let ids = &self.ids;
         headers.insert(
             TRACEPARENT,
-            traceparent(span.trace_id, span.span_id, span.sampled),
+            traceparent(ids.trace_id, ids.span_id, ids.sampled),
         );
-        let state = span.trace_state.header();
+        let state = ids.trace_state.header();
         match HeaderValue::from_str(&state) {
             Ok(v) if !state.is_empty() => {
                 headers.insert(TRACESTATE, v);
@@ -600,51 +560,46 @@ impl AttemptSpan {
     }
 
     /// Ends the attempt with the upstream's status, or the error that ended it.
-    pub fn finish(self, result: Result<u16, &str>) {
-        let mut span = self.span;
-        if !span.sampled {
+    pub fn finish(self, outcome: Result<u16, &'static str>) {
+        if !self.ids.sampled {
             return;
         }
-        match result {
-            Ok(status) => {
-                span.attributes.push(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
-                if status >= 500 {
-                    span.status = Status::error(Cow::Borrowed(""));
-                }
-            }
-            Err(error) => {
-                span.attributes
-                    .push(KeyValue::new("error.type", error.to_owned()));
-                span.status = Status::error(error.to_owned());
-            }
-        }
-        self.tracing.end(span, SpanKind::Client, SystemTime::now());
+        self.tracing.end(SpanRecord {
+            trace_id: self.ids.trace_id,
+            span_id: self.ids.span_id,
+            parent_span_id: self.parent_span_id,
+            parent_remote: false,
+            trace_state: self.ids.trace_state,
+            start: self.start,
+            end: SystemTime::now(),
+            detail: Detail::Client {
+                host: self.host,
+                port: self.port,
+                attempt: self.attempt,
+                outcome,
+            },
+        });
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
 /// `00-<trace id>-<span id>-<flags>`, hex-encoded into a fixed buffer.
 fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 55];
-    let mut at = 0;
-    let mut put = |bytes: &[u8], sep: Option<u8>| {
-        for b in bytes {
-            out[at] = HEX[usize::from(b >> 4)];
-            out[at + 1] = HEX[usize::from(b & 0xf)];
-            at += 2;
-        }
-        if let Some(sep) = sep {
-            out[at] = sep;
-            at += 1;
-        }
-    };
-    put(&[0], Some(b'-'));
-    put(&trace_id.to_bytes(), Some(b'-'));
-    put(&span_id.to_bytes(), Some(b'-'));
-    put(&[u8::from(sampled)], None);
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&trace_id.to_bytes(), &mut out[3..35]);
+    hex_into(&span_id.to_bytes(), &mut out[36..52]);
+    if sampled {
+        out[54] = b'1';
+    }
     HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
 }
 
@@ -684,6 +639,9 @@ mod tests {
             traceparent(sc.trace_id(), sc.span_id(), true),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
+        let mut hex = [0u8; 32];
+        hex_into(&sc.trace_id().to_bytes(), &mut hex);
+        assert_eq!(&hex, b"4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
             traceparent(sc.trace_id(), SpanId::from(1), false),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000001-00"
@@ -708,6 +666,7 @@ mod tests {
     /// which traces are kept.
     #[tokio::test]
     async fn new_traces_are_sampled_as_the_sdk_samples_them() {
+        use opentelemetry::trace::SpanKind;
         use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
         for rate in [0.0, 0.01, 0.3, 0.5, 0.99, 1.0] {
             let tracing = Tracing::new(TraceExport {
