@@ -332,3 +332,30 @@ async fn one_gib_up_and_down_streams_with_flat_memory() {
         peak / 1024
     );
 }
+
+/// A `;` in the path is refused by default; `--allow-path-semicolons` forwards it as Kong does.
+#[tokio::test]
+async fn semicolons_in_paths_are_refused_unless_allowed() {
+    let up = Upstream::echo("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kong.yml");
+    std::fs::write(&path, config(up.addr, 1)).unwrap();
+    let strict = Portico::dp(&path, &["--no-watch"]);
+    let kong = Portico::dp(&path, &["--no-watch", "--allow-path-semicolons"]);
+
+    let got = harness::raw(
+        strict.proxy,
+        b"GET /app/a;jsessionid=1/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert_eq!(up.count(), 0);
+
+    let got = harness::raw(
+        kong.proxy,
+        b"GET /app/a;jsessionid=1/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(up.last().uri, "/v1/a;jsessionid=1/b");
+}

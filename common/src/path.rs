@@ -51,7 +51,7 @@ pub enum PathError {
     /// A `.`/`..` segment carrying `;params` (`..;`, `..;a=b`): upstreams disagree on it.
     #[error("path contains a dot segment with ';' parameters")]
     DotSegmentWithParams,
-    /// A `;` while [`Options::reject_semicolons`] is set.
+    /// A `;` (unless [`Options::allow_semicolons`] is set).
     #[error("path contains a ';'")]
     Semicolon,
 }
@@ -61,9 +61,12 @@ pub enum PathError {
 pub struct Options {
     /// Keep `%2F`/`%5C` (hex uppercased, never treated as separators) instead of rejecting.
     pub allow_encoded_slashes: bool,
-    /// Reject every `;` (for API-only upstreams where matrix parameters are never legitimate
-    /// and an upstream such as Tomcat would strip them, SECURITY.md §1.4 item 5).
-    pub reject_semicolons: bool,
+    /// Keep `;` as an ordinary sub-delimiter (Kong's behaviour) instead of rejecting it. Off by
+    /// default: an upstream that strips `;params` (Tomcat, Spring) reads `/api;/internal/x` as
+    /// `/api/internal/x`, behind a rule that matched `/api` (SECURITY.md §1.4 item 5). Turn it
+    /// on only for upstreams that use matrix parameters and do not strip them. `.`/`..`
+    /// segments with parameters (`..;`) are refused either way.
+    pub allow_semicolons: bool,
 }
 
 /// Returns the canonical form of `raw` (the request path without its query string) with the
@@ -217,7 +220,7 @@ fn is_canonical(raw: &[u8], opts: Options) -> bool {
                 i += 3;
                 continue;
             }
-            b';' if opts.reject_semicolons => return false,
+            b';' if !opts.allow_semicolons => return false,
             _ if (is_unreserved(b) || is_raw_reserved(b)) && utf8.done() => {}
             _ => return false,
         }
@@ -321,7 +324,7 @@ fn decode_segment(
             b'#' => return Err(PathError::Fragment),
             b'?' => return Err(PathError::Query),
             b'\\' => return Err(PathError::Backslash),
-            b';' if opts.reject_semicolons => return Err(PathError::Semicolon),
+            b';' if !opts.allow_semicolons => return Err(PathError::Semicolon),
             _ => {}
         }
         if !utf8.feed(b) {

@@ -52,6 +52,9 @@ pub struct FileOptions {
     pub watch: bool,
     /// Access log and tracing.
     pub telemetry: telemetry::TelemetryOptions,
+    /// Keep `;` in request paths (Kong's behaviour) instead of answering 400: only for
+    /// upstreams that use matrix parameters and do not strip them (SECURITY.md §1.4 item 5).
+    pub allow_path_semicolons: bool,
 }
 
 /// Why a data plane could not start.
@@ -104,6 +107,9 @@ pub async fn run_from_file(
     let plugins = plugins::Enabled::parse(&opts.plugins).map_err(StartError::Plugins)?;
     let telemetry = telemetry::Telemetry::start(&opts.telemetry).map_err(StartError::Telemetry)?;
     let shared = Shared::with_telemetry(trusted, plugins, telemetry);
+    shared
+        .allow_path_semicolons
+        .store(opts.allow_path_semicolons, Ordering::Relaxed);
     let runtime =
         reload::load(&opts.config, &shared).map_err(|errors| StartError::InvalidConfig {
             file: opts.config.display().to_string(),
@@ -143,6 +149,9 @@ pub async fn run_from_control_plane(
     }
     let telemetry = telemetry::Telemetry::start(&telemetry_opts).map_err(StartError::Telemetry)?;
     let shared = Shared::with_telemetry(trusted, plugins, telemetry);
+    shared
+        .allow_path_semicolons
+        .store(opts.allow_path_semicolons, Ordering::Relaxed);
     let client = discovery::Client::new(opts, Arc::clone(&shared))?;
     client.serve_cache().await;
     let discovery = tokio::spawn(client.run(shutdown.clone()));

@@ -11,7 +11,7 @@ use http::header::{HeaderName, HeaderValue, HOST, SERVER, VIA};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use portico_common::path::canonicalize;
+use portico_common::path::{canonicalize_with, Options as PathOptions};
 
 use crate::balancer::hashing::{HashRequest, RequestKey};
 use crate::balancer::{self, Picked};
@@ -270,7 +270,11 @@ async fn proxy(
     let original = original_host(&parts.headers, &parts.uri, parts.version)?;
     let host = routing_host(original.as_ref())?;
     let orig_uri = std::mem::take(&mut parts.uri);
-    let path = canonicalize(orig_uri.path())
+    let path_options = PathOptions {
+        allow_semicolons: shared.allow_path_semicolons.load(Ordering::Relaxed),
+        ..PathOptions::default()
+    };
+    let path = canonicalize_with(orig_uri.path(), path_options)
         .map_err(|_| ProxyError::BadRequest("Invalid request path"))?;
 
     let peer_ip = conn.peer.ip();

@@ -54,6 +54,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// The access log and the node's trace pipeline (`--access-log`, `--otlp-endpoint`).
     pub telemetry: crate::telemetry::Telemetry,
+    /// `--allow-path-semicolons`: keep `;` in paths instead of answering 400.
+    pub allow_path_semicolons: AtomicBool,
 }
 
 impl Shared {
@@ -91,6 +93,7 @@ impl Shared {
             control_plane: OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
             telemetry,
+            allow_path_semicolons: AtomicBool::new(false),
         })
     }
 

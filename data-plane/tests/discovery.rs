@@ -115,6 +115,7 @@ fn opts(url: &str, cache_dir: &Path) -> ControlPlaneOptions {
         plugins: vec!["bundled".into()],
         drain_timeout: Duration::from_secs(2),
         telemetry: Default::default(),
+        allow_path_semicolons: false,
     }
 }
 

@@ -83,6 +83,7 @@ impl ClusterArgs {
             plugins: listen.plugins.clone(),
             drain_timeout: Duration::from_secs(listen.drain_timeout),
             telemetry: listen.telemetry(),
+            allow_path_semicolons: listen.allow_path_semicolons,
         })
     }
 }
@@ -153,6 +154,12 @@ pub struct ListenArgs {
     /// gauges such as connections, target health and config version are always served).
     #[arg(long, env = "PORTICO_METRICS", default_value = "on", value_parser = ["on", "off"])]
     pub metrics: String,
+    /// Keep `;` in request paths (Kong's behaviour) instead of answering 400. By default a `;`
+    /// is refused: an upstream that strips `;params` (Tomcat, Spring) would read
+    /// `/api;/internal` as `/api/internal`, past a rule on `/api/internal`. Only for upstreams
+    /// that use matrix parameters and do not strip them.
+    #[arg(long, env = "PORTICO_ALLOW_PATH_SEMICOLONS")]
+    pub allow_path_semicolons: bool,
 }
 
 impl ListenArgs {
@@ -165,6 +172,7 @@ impl ListenArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             watch: !self.no_watch,
             telemetry: self.telemetry(),
+            allow_path_semicolons: self.allow_path_semicolons,
         }
     }
 

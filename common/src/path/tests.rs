@@ -4,7 +4,17 @@
 use super::*;
 
 fn ok(raw: &str) -> String {
-    match canonicalize(raw) {
+    ok_with(raw, Options::default())
+}
+
+/// Kong's handling of `;` (kept as an ordinary character), `--allow-path-semicolons`.
+const KONG: Options = Options {
+    allow_encoded_slashes: false,
+    allow_semicolons: true,
+};
+
+fn ok_with(raw: &str, opts: Options) -> String {
+    match canonicalize_with(raw, opts) {
         Ok(c) => c.into_owned(),
         Err(e) => panic!("{raw:?} rejected: {e}"),
     }
@@ -26,8 +36,14 @@ fn canonical_paths_are_borrowed() {
         "/...",
         "/a..b/.c/c.",
     ] {
+        let opts = if p.contains(';') {
+            assert_eq!(canonicalize(p), Err(PathError::Semicolon), "{p:?}");
+            KONG
+        } else {
+            Options::default()
+        };
         assert!(
-            matches!(canonicalize(p), Ok(Cow::Borrowed(b)) if b == p),
+            matches!(canonicalize_with(p, opts), Ok(Cow::Borrowed(b)) if b == p),
             "{p:?} should be borrowed unchanged"
         );
     }
@@ -110,7 +126,13 @@ fn rejections() {
         ("/a/.%2E;x=y/b", DotSegmentWithParams),
     ];
     for (raw, want) in cases {
-        assert_eq!(canonicalize(raw), Err(*want), "{raw:?}");
+        if raw.contains(';') {
+            // Refused for the `;` by default; with `;` allowed, for what it hides.
+            assert_eq!(canonicalize(raw), Err(Semicolon), "{raw:?}");
+            assert_eq!(canonicalize_with(raw, KONG), Err(*want), "{raw:?}");
+        } else {
+            assert_eq!(canonicalize(raw), Err(*want), "{raw:?}");
+        }
     }
 }
 
@@ -135,8 +157,8 @@ fn dot_segments_are_removed() {
     // Not dot segments.
     assert_eq!(ok("/.../a"), "/.../a");
     assert_eq!(ok("/a./.b/..c"), "/a./.b/..c");
-    assert_eq!(ok("/a/;/b"), "/a/;/b");
-    assert_eq!(ok("/a/...;x"), "/a/...;x");
+    assert_eq!(ok_with("/a/;/b", KONG), "/a/;/b");
+    assert_eq!(ok_with("/a/...;x", KONG), "/a/...;x");
 }
 
 #[test]
@@ -207,22 +229,32 @@ fn security_corpus_cannot_dodge_the_internal_rule() {
 
 #[test]
 fn semicolon_policy() {
-    // Default (Kong): `;` in a non-dot segment is an ordinary sub-delim and is forwarded as is,
-    // so `/api;/internal/x` does not match `/api/internal`. Upstreams that strip matrix params
-    // (Tomcat) would see `/api/internal/x`; deployments fronting those turn on
-    // `reject_semicolons`.
-    assert_eq!(ok("/api;/internal/x"), "/api;/internal/x");
-    let strict = Options {
-        reject_semicolons: true,
+    // Default: `;` is refused. An upstream that strips matrix parameters (Tomcat) would read
+    // `/api;/internal/x` as `/api/internal/x` behind a rule that matched `/api`.
+    assert_eq!(canonicalize("/api;/internal/x"), Err(PathError::Semicolon));
+    assert_eq!(canonicalize("/a;b"), Err(PathError::Semicolon));
+    assert_eq!(canonicalize("/a/..;/b"), Err(PathError::Semicolon));
+    // An encoded `;` is not a parameter separator and stays allowed.
+    assert_eq!(canonicalize("/a%3bb").as_deref(), Ok("/a%3Bb"));
+    // Kong's behaviour, for upstreams that use matrix parameters and do not strip them: `;` in
+    // a non-dot segment is an ordinary sub-delim and is forwarded as is.
+    let kong = Options {
+        allow_semicolons: true,
         ..Options::default()
     };
     assert_eq!(
-        canonicalize_with("/api;/internal/x", strict),
-        Err(PathError::Semicolon)
+        canonicalize_with("/api;/internal/x", kong).as_deref(),
+        Ok("/api;/internal/x")
     );
-    assert_eq!(canonicalize_with("/a;b", strict), Err(PathError::Semicolon));
-    // An encoded `;` is not a parameter separator and stays allowed.
-    assert_eq!(canonicalize_with("/a%3bb", strict).as_deref(), Ok("/a%3Bb"));
+    assert!(matches!(
+        canonicalize_with("/items;v=2", kong),
+        Ok(Cow::Borrowed(_))
+    ));
+    // Dot segments hiding behind parameters stay refused.
+    assert_eq!(
+        canonicalize_with("/a/..;/b", kong),
+        Err(PathError::DotSegmentWithParams)
+    );
 }
 
 #[test]
@@ -279,9 +311,9 @@ fn idempotent_on_corpus() {
         "/a;b/c;d=e/",
     ];
     for raw in corpus {
-        let once = ok(raw);
+        let once = ok_with(raw, KONG);
         assert!(
-            matches!(canonicalize(&once), Ok(Cow::Borrowed(b)) if b == once),
+            matches!(canonicalize_with(&once, KONG), Ok(Cow::Borrowed(b)) if b == once),
             "{raw:?} -> {once:?} is not a fixed point"
         );
     }
@@ -311,12 +343,16 @@ fn fast_path_agrees_with_reference_exhaustively() {
 }
 
 fn check_agreement(s: &str) {
-    let opts = Options::default();
+    check_agreement_with(s, Options::default());
+    check_agreement_with(s, KONG);
+}
+
+fn check_agreement_with(s: &str, opts: Options) {
     let reference = rewrite(s.as_bytes(), opts);
     if is_canonical(s.as_bytes(), opts) {
         assert_eq!(reference.as_deref(), Ok(s), "fast path borrowed {s:?}");
     }
-    match (&reference, canonicalize(s)) {
+    match (&reference, canonicalize_with(s, opts)) {
         (Ok(r), Ok(c)) => {
             assert_eq!(r, &c, "{s:?}");
             assert!(

@@ -411,6 +411,7 @@ mod tests {
             plugins: vec!["bundled".into()],
             drain_timeout: Duration::from_secs(1),
             telemetry: Default::default(),
+            allow_path_semicolons: false,
         }
     }
 
