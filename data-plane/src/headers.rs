@@ -197,6 +197,25 @@ pub fn strip_client_identity(headers: &mut HeaderMap) {
     for h in &NEVER_FROM_CLIENT {
         headers.remove(h);
     }
+    strip_underscored(headers);
+}
+
+/// Drops header names containing `_`, as nginx (and so Kong) does by default
+/// (`underscores_in_headers off`): some servers read `_` as `-`, so `Transfer_Encoding` or
+/// `X_Forwarded_For` would mean something to them that the gateway never checked (SECURITY.md
+/// §2.3 item 6). A request without any (the usual case) is only scanned.
+fn strip_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(&name);
+    }
 }
 
 /// Prepares client headers for forwarding: removes hop-by-hop and spoofable forwarding

@@ -104,6 +104,14 @@ pub async fn handle(
                         resp.headers_mut().insert(http::header::LOCATION, loc);
                     }
                 }
+                // A request refused as malformed (framing, Host, path) ends its connection:
+                // whatever follows it on the wire was framed by rules we just refused, and
+                // reading it as the next request is how smuggled requests get through
+                // (SECURITY.md §2.3 item 1).
+                ProxyError::BadRequest(_) => {
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 _ => {}
             }
             let h = resp.headers_mut();
