@@ -72,6 +72,8 @@ pub struct ControlPlaneOptions {
     /// Keep `;` in request paths (Kong's behaviour) instead of answering 400: only for
     /// upstreams that use matrix parameters and do not strip them (SECURITY.md §1.4 item 5).
     pub allow_path_semicolons: bool,
+    /// Connection, head-size and head-time bounds of the proxy listener.
+    pub limits: crate::server::Limits,
 }
 
 /// PEM files for mutual TLS with the control plane.

@@ -55,6 +55,8 @@ pub struct FileOptions {
     /// Keep `;` in request paths (Kong's behaviour) instead of answering 400: only for
     /// upstreams that use matrix parameters and do not strip them (SECURITY.md §1.4 item 5).
     pub allow_path_semicolons: bool,
+    /// Connection, head-size and head-time bounds of the proxy listener.
+    pub limits: crate::server::Limits,
 }
 
 /// Why a data plane could not start.
@@ -106,7 +108,7 @@ pub async fn run_from_file(
     let trusted = headers::TrustedIps::parse(&opts.trusted_ips).map_err(StartError::TrustedIps)?;
     let plugins = plugins::Enabled::parse(&opts.plugins).map_err(StartError::Plugins)?;
     let telemetry = telemetry::Telemetry::start(&opts.telemetry).map_err(StartError::Telemetry)?;
-    let shared = Shared::with_telemetry(trusted, plugins, telemetry);
+    let shared = Shared::with_limits(trusted, plugins, telemetry, opts.limits);
     shared
         .allow_path_semicolons
         .store(opts.allow_path_semicolons, Ordering::Relaxed);
@@ -148,7 +150,7 @@ pub async fn run_from_control_plane(
         telemetry_opts.node_id = opts.node_id.clone();
     }
     let telemetry = telemetry::Telemetry::start(&telemetry_opts).map_err(StartError::Telemetry)?;
-    let shared = Shared::with_telemetry(trusted, plugins, telemetry);
+    let shared = Shared::with_limits(trusted, plugins, telemetry, opts.limits);
     shared
         .allow_path_semicolons
         .store(opts.allow_path_semicolons, Ordering::Relaxed);

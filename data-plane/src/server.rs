@@ -21,8 +21,33 @@ use crate::proxy::ConnInfo;
 use crate::response::ProxyBody;
 use crate::state::Shared;
 
-/// A slow client gets this long to send its request head (slowloris bound).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// What one client can hold of a listener (`portico dp` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections a listener keeps at once; past it, new connections are closed at once
+    /// (`--max-connections`).
+    pub max_connections: usize,
+    /// Time a client gets to send a request head, counted from the end of the previous
+    /// response: the slowloris bound, and the idle timeout of an HTTP/1.1 keep-alive connection
+    /// (`--header-read-timeout`).
+    pub header_read_timeout: Duration,
+    /// Bytes a request head may take: HTTP/1.1 request line and headers (431 past it), and an
+    /// HTTP/2 header list (`--max-header-size`). At least [`MIN_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+}
+
+/// The smallest head limit: hyper's HTTP/1.1 read buffer cannot be smaller.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 16_384,
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
 
 /// Resolves when `shutdown` turns true (or its sender is gone).
 pub async fn shutdown_signal(mut shutdown: watch::Receiver<bool>) {
@@ -34,7 +59,8 @@ pub async fn shutdown_signal(mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Serves `listener` with `handler` until `shutdown`, then stops accepting and lets in-flight
-/// requests finish for at most `drain`. When `count` is given, connections are counted in it.
+/// requests finish for at most `drain`. When `count` is given, connections are counted in it
+/// and its [`Limits`] apply (the defaults otherwise).
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
@@ -45,13 +71,20 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    let limits = count.as_ref().map(|s| s.limits).unwrap_or_default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut refused: u64 = 0;
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let local = match listener.local_addr() {
@@ -76,6 +109,16 @@ pub async fn serve<H, F>(
                     continue;
                 }
             },
+        };
+        // At the limit, the newcomer is closed at once: the open connections keep being served
+        // and the kernel's backlog does not fill with clients that would time out anyway.
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(addr = %local, max_connections = limits.max_connections, refused, "connection limit reached; closing new connections (--max-connections)");
+            }
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo {
@@ -103,6 +146,7 @@ pub async fn serve<H, F>(
             if let Some(c) = &count {
                 c.stats.connections_active.fetch_sub(1, Ordering::Relaxed);
             }
+            drop(slot);
         });
     }
 

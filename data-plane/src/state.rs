@@ -56,6 +56,8 @@ pub struct Shared {
     pub telemetry: crate::telemetry::Telemetry,
     /// `--allow-path-semicolons`: keep `;` in paths instead of answering 400.
     pub allow_path_semicolons: AtomicBool,
+    /// Connection, head-size and head-time bounds of the proxy listener.
+    pub limits: crate::server::Limits,
 }
 
 impl Shared {
@@ -74,6 +76,16 @@ impl Shared {
         trusted: TrustedIps,
         plugins: crate::plugins::Enabled,
         telemetry: crate::telemetry::Telemetry,
+    ) -> Arc<Self> {
+        Shared::with_limits(trusted, plugins, telemetry, Default::default())
+    }
+
+    /// [`Shared::with_telemetry`] with the proxy listener's [`crate::server::Limits`].
+    pub fn with_limits(
+        trusted: TrustedIps,
+        plugins: crate::plugins::Enabled,
+        telemetry: crate::telemetry::Telemetry,
+        limits: crate::server::Limits,
     ) -> Arc<Self> {
         let version = env!("CARGO_PKG_VERSION");
         Arc::new(Shared {
@@ -94,6 +106,7 @@ impl Shared {
             metrics: crate::metrics::Metrics::new(),
             telemetry,
             allow_path_semicolons: AtomicBool::new(false),
+            limits,
         })
     }
 

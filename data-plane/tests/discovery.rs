@@ -116,6 +116,7 @@ fn opts(url: &str, cache_dir: &Path) -> ControlPlaneOptions {
         drain_timeout: Duration::from_secs(2),
         telemetry: Default::default(),
         allow_path_semicolons: false,
+        limits: Default::default(),
     }
 }
 

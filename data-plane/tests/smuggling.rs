@@ -211,7 +211,8 @@ fn probes() -> Vec<Probe> {
     p.push(Probe {
         name: "64 KiB URI".to_owned(),
         bytes: format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(65_536)).into_bytes(),
-        first: &[414],
+        // The 64 KiB head limit is reached first (431); hyper's own URI bound is 414.
+        first: &[414, 431],
     });
     p
 }

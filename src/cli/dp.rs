@@ -84,6 +84,7 @@ impl ClusterArgs {
             drain_timeout: Duration::from_secs(listen.drain_timeout),
             telemetry: listen.telemetry(),
             allow_path_semicolons: listen.allow_path_semicolons,
+            limits: listen.limits(),
         })
     }
 }
@@ -160,6 +161,17 @@ pub struct ListenArgs {
     /// that use matrix parameters and do not strip them.
     #[arg(long, env = "PORTICO_ALLOW_PATH_SEMICOLONS")]
     pub allow_path_semicolons: bool,
+    /// Open proxy connections kept at once; past it, new connections are closed at once.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Seconds a client gets to send a request head (the slowloris bound; also how long an
+    /// idle HTTP/1.1 keep-alive connection stays open).
+    #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// Bytes a request head may take (request line and headers; an HTTP/2 header list): 431
+    /// past it. At least 8192.
+    #[arg(long, env = "PORTICO_MAX_HEADER_SIZE", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(8192..=16_777_216))]
+    pub max_header_size: u64,
 }
 
 impl ListenArgs {
@@ -173,6 +185,16 @@ impl ListenArgs {
             watch: !self.no_watch,
             telemetry: self.telemetry(),
             allow_path_semicolons: self.allow_path_semicolons,
+            limits: self.limits(),
+        }
+    }
+
+    /// The proxy listener's bounds.
+    pub fn limits(&self) -> portico_data_plane::server::Limits {
+        portico_data_plane::server::Limits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            max_header_bytes: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
         }
     }
 

@@ -412,6 +412,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             telemetry: Default::default(),
             allow_path_semicolons: false,
+            limits: Default::default(),
         }
     }
 

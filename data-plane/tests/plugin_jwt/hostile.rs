@@ -358,15 +358,14 @@ async fn hostile_headers_are_refused_or_ignored_but_never_followed() {
         want,
         "40 KB kid",
     );
+    // 100 KB: past the node's 64 KiB head limit (`--max-header-size`), so the HTTP layer
+    // answers 431 before the plugin runs (the plugin's own 64 KiB token cap is unit-tested in
+    // token.rs, and matters when a node raises the head limit).
     let h = json!({ "alg": "HS256", "kid": "k".repeat(100_000) }).to_string();
     let token = signed_raw(Algorithm::HS256, &key, &h, "{}");
-    refused(
-        &call(&gw, "/kid", &token).await,
-        &up,
-        before,
-        msg("Bad token; too large"),
-        "100 KB kid",
-    );
+    let got = call(&gw, "/kid", &token).await;
+    assert_eq!(got.status, 431, "100 KB kid");
+    assert_eq!(up.count(), before);
     // 1 MB: the HTTP layer refuses the header before any plugin runs; never the upstream.
     let h = json!({ "alg": "HS256", "kid": "k".repeat(1 << 20) }).to_string();
     let token = signed_raw(Algorithm::HS256, &key, &h, "{}");

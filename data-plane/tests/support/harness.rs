@@ -147,6 +147,20 @@ impl Gateway {
         Gateway::serve(yaml, shared).await
     }
 
+    /// Serves `yaml` with the proxy listener bounded by `limits`.
+    pub async fn start_with_limits(
+        yaml: &str,
+        limits: portico_data_plane::server::Limits,
+    ) -> Gateway {
+        let shared = Shared::with_limits(
+            TrustedIps::parse(&[]).unwrap(),
+            portico_data_plane::plugins::Enabled::default(),
+            Default::default(),
+            limits,
+        );
+        Gateway::serve(yaml, shared).await
+    }
+
     async fn serve(yaml: &str, shared: Arc<Shared>) -> Gateway {
         let loaded = portico_common::load_str(yaml, &|_| None).expect("test config is valid");
         let rt = Runtime::compile(loaded.snapshot, &shared.pools).expect("test config compiles");
