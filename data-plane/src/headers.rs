@@ -190,6 +190,42 @@ fn parse_xff_entry(entry: &str) -> Option<IpAddr> {
     host.parse().ok().map(canonical_ip)
 }
 
+/// Fields a request carries at most once (RFC 9110), and that the gateway's checks read: two
+/// of them let the gateway check one and the upstream use the other (Envoy CVE-2021-32777).
+/// `Host` and `Content-Length` are checked elsewhere (hyper, `original_host`).
+const SINGLETONS: [HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::CONTENT_TYPE,
+];
+
+/// Refuses a request that repeats one of [`SINGLETONS`].
+pub fn check_singletons(headers: &HeaderMap) -> Result<(), crate::error::ProxyError> {
+    for name in &SINGLETONS {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(crate::error::ProxyError::BadRequest(
+                "Repeated header that must be single",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// HTTP/2 lets a field value start or end with whitespace (h2 does not refuse it, RFC 9113
+/// §8.2.1 says to); forwarded over HTTP/1.1 it would be trimmed by one reader and not by
+/// another (SECURITY.md §2.3 item 5). Refused.
+pub fn check_h2_values(headers: &HeaderMap) -> Result<(), crate::error::ProxyError> {
+    let padded = |b: &[u8]| {
+        matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+    };
+    if headers.values().any(|v| padded(v.as_bytes())) {
+        return Err(crate::error::ProxyError::BadRequest(
+            "Header value with leading or trailing whitespace",
+        ));
+    }
+    Ok(())
+}
+
 /// Removes the identity headers auth plugins own (and URL overrides) from a client request.
 /// Runs before the plugin chain, so neither a plugin nor the upstream ever sees a client's
 /// own `X-Consumer-ID`; what the chain sets afterwards is what goes upstream.

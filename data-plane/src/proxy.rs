@@ -274,6 +274,11 @@ async fn proxy(
         }
     }
 
+    headers::check_singletons(req.headers())?;
+    if req.version() == Version::HTTP_2 {
+        headers::check_h2_values(req.headers())?;
+    }
+
     let (mut parts, body) = req.into_parts();
     let original = original_host(&parts.headers, &parts.uri, parts.version)?;
     let host = routing_host(original.as_ref())?;

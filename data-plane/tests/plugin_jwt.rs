@@ -303,19 +303,21 @@ async fn tokens_come_from_query_cookie_and_header_and_must_agree() {
     refused(&got, &up, before, multiple.clone(), "query + header");
     let got = get(&gw.url(&format!("/hs?jwt={token}&jwt={other}")), &[]).await;
     refused(&got, &up, before, multiple.clone(), "repeated query arg");
-    // Kong reads only the first Authorization header; a second one must not be ignored.
+    // Kong reads only the first Authorization header; a second one must not be ignored. The
+    // proxy refuses a repeated Authorization for every route, before any plugin runs.
     let req = Request::get(gw.url("/hs"))
         .header("authorization", bearer(&token))
         .header("authorization", bearer(&other))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    refused(
-        &send(req).await,
-        &up,
-        before,
-        multiple.clone(),
-        "two headers",
+    let got = send(req).await;
+    assert_eq!(got.status, 400, "two headers: {}", got.body);
+    assert_eq!(
+        got.json()["message"],
+        "Repeated header that must be single",
+        "two headers"
     );
+    assert_eq!(up.count(), before, "two headers");
     let cookie = format!("session={token}; session={other}");
     let got = get(&gw.url("/cookie"), &[("cookie", &cookie)]).await;
     refused(&got, &up, before, multiple, "two cookies");

@@ -315,3 +315,36 @@ async fn underscored_header_names_are_not_forwarded() {
         );
     }
 }
+
+/// Over HTTP/2 a value may start or end with whitespace (h2 lets it through); one HTTP/1.1
+/// reader trims it and another does not, so the gateway refuses it.
+#[tokio::test]
+async fn http2_values_with_surrounding_whitespace_are_refused() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let up = Upstream::echo("u").await;
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{}\n    routes:\n      - paths: [\"/\"]\n",
+        up.addr
+    ))
+    .await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let send = |value: &'static str| {
+        let client = client.clone();
+        let url = gw.url("/p");
+        async move {
+            let req = http::Request::get(url)
+                .header("x-role", http::HeaderValue::from_static(value))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            client.request(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(send("admin").await, 200);
+    assert_eq!(send(" admin").await, 400);
+    assert_eq!(send("admin\t").await, 400);
+    assert_eq!(up.count(), 1);
+    assert_eq!(up.last().headers["x-role"], "admin");
+}
