@@ -11,7 +11,9 @@
 //! cores. Each scenario runs every target `rounds` times, rotating which goes first, each run
 //! bounded by `seconds` (plus a margin). It prints requests/s, p50/p99/max latency, CPU µs per
 //! request and peak RSS per target (medians over the rounds), then Portico/nginx and
-//! Portico/direct ratios. `LOAD_SCENARIOS=plain-50,10k-routes` runs a subset.
+//! Portico/direct ratios. A third data plane runs key-auth, jwt (HS256) and rate-limiting
+//! (local) for the `plugins-50` scenario, and `upload-1mb` POSTs 1 MiB bodies.
+//! `LOAD_SCENARIOS=plain-50,10k-routes` runs a subset.
 //!
 //! Layouts (`LOAD_LAYOUT`: `pin`, the default, or `free`): see `examples/support/layout.rs`.
 
@@ -94,7 +96,7 @@ fn start_nginx(
          events {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           keepalive_requests 1000000;\n  upstream echo {{ server {upstream}; keepalive 512; }}\n\
+           keepalive_requests 1000000;\n  client_max_body_size 2m;\n  upstream echo {{ server {upstream}; keepalive 512; }}\n\
            server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n      proxy_pass http://echo;\n\
                proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
     );
@@ -169,6 +171,38 @@ struct Scenario {
     close: bool,
     /// Indexes into the targets.
     targets: Vec<usize>,
+    /// What each request carries: the auth headers of the plugins scenario, or a 1 MB body.
+    load: Load,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Get,
+    /// `apikey` and a bearer HS256 token (the plugins scenario).
+    Authenticated,
+    /// POST with a 1 MiB body (a wrk Lua script).
+    Upload,
+}
+
+/// The plugins scenario's route: key-auth, jwt (HS256) and rate-limiting (local, a limit the
+/// run never reaches, so every request is counted and passes).
+fn plugins_config(upstream: &str) -> String {
+    format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: bench\n    url: http://{upstream}\n    routes:\n      - name: bench\n        paths: [/bench]\n        plugins:\n          - name: key-auth\n          - name: jwt\n          - name: rate-limiting\n            config: {{second: 1000000000, policy: local}}\nconsumers:\n  - username: bench\n    keyauth_credentials:\n      - key: bench-key\n    jwt_secrets:\n      - key: bench-iss\n        secret: {JWT_SECRET}\n        algorithm: HS256\n"
+    )
+}
+
+/// Made up for the run; the harness signs its own token with it.
+const JWT_SECRET: &str = "load-harness-secret-0123456789abcdef";
+
+fn bench_token() -> String {
+    let claims = serde_json::json!({"iss": "bench-iss", "sub": "bench", "exp": 4_102_444_800u64});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("sign the bench token")
 }
 
 fn main() {
@@ -210,6 +244,18 @@ fn main() {
     };
     let (dp10_proc, dp10) = dp(10);
     let (dp10k_proc, dp10k) = dp(10_000);
+    let (plugins_proc, plugins) = {
+        let config = tmp.path().join("kong-plugins.yml");
+        std::fs::write(&config, plugins_config(&echo)).unwrap();
+        spawn_dp(&config, &[], pin)
+    };
+    let upload_script = tmp.path().join("upload.lua");
+    std::fs::write(
+        &upload_script,
+        "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", 1048576)\nwrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n",
+    )
+    .unwrap();
+    let token_header = format!("Authorization: Bearer {}", bench_token());
     let nginx_port = free_port();
     let nginx = start_nginx(tmp.path(), nginx_port, &echo, pin, workers);
 
@@ -234,6 +280,11 @@ fn main() {
             addr: dp10k,
             pid: dp10k_proc.0.id(),
         },
+        Target {
+            name: "portico-plugins",
+            addr: plugins,
+            pid: plugins_proc.0.id(),
+        },
     ];
     let scenarios = [
         Scenario {
@@ -241,30 +292,49 @@ fn main() {
             connections: 1,
             close: false,
             targets: vec![0, 1, 2],
+            load: Load::Get,
         },
         Scenario {
             name: "plain-50",
             connections: 50,
             close: false,
             targets: vec![0, 1, 2],
+            load: Load::Get,
         },
         Scenario {
             name: "plain-256",
             connections: 256,
             close: false,
             targets: vec![0, 1, 2],
+            load: Load::Get,
         },
         Scenario {
             name: "new-connection-50",
             connections: 50,
             close: true,
             targets: vec![0, 1, 2],
+            load: Load::Get,
         },
         Scenario {
             name: "10k-routes",
             connections: 50,
             close: false,
             targets: vec![2, 3],
+            load: Load::Get,
+        },
+        Scenario {
+            name: "plugins-50",
+            connections: 50,
+            close: false,
+            targets: vec![1, 2, 4],
+            load: Load::Authenticated,
+        },
+        Scenario {
+            name: "upload-1mb",
+            connections: 50,
+            close: false,
+            targets: vec![0, 1, 2],
+            load: Load::Upload,
         },
     ];
     let only = std::env::var("LOAD_SCENARIOS").unwrap_or_default();
@@ -282,11 +352,18 @@ fn main() {
             continue;
         }
         let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
-        let extra: Vec<&str> = if scenario.close {
+        let mut extra: Vec<&str> = if scenario.close {
             vec!["-H", "Connection: close"]
         } else {
             Vec::new()
         };
+        match scenario.load {
+            Load::Get => {}
+            Load::Authenticated => {
+                extra.extend(["-H", "apikey: bench-key", "-H", token_header.as_str()])
+            }
+            Load::Upload => extra.extend(["-s", upload_script.to_str().unwrap()]),
+        }
         let url = |t: &Target| format!("http://{}/bench", t.addr);
         // Warm every target (connection pools, allocators).
         for &i in &scenario.targets {
@@ -321,7 +398,7 @@ fn main() {
             }
         );
         println!(
-            "  {:<12} {:>10} {:>9} {:>9} {:>9} {:>12} {:>10}",
+            "  {:<16} {:>10} {:>9} {:>9} {:>9} {:>12} {:>10}",
             "target", "req/s", "p50 ms", "p99 ms", "max ms", "CPU µs/req", "peak RSS"
         );
         let mut med = std::collections::HashMap::new();
@@ -331,7 +408,7 @@ fn main() {
             let rss: u64 = with_children(t.pid).iter().map(|p| peak_rss(*p)).sum();
             let (rps, p99) = (median(s.rps), median(s.p99));
             println!(
-                "  {:<12} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>12.1} {:>7.1} MB",
+                "  {:<16} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>12.1} {:>7.1} MB",
                 t.name,
                 rps,
                 median(s.p50),
@@ -354,6 +431,18 @@ fn main() {
         }
         if let (Some(p), Some(k)) = (med.get("portico"), med.get("portico-10k")) {
             println!("  10,000 routes / 10 routes: requests/s {:.3}", k.0 / p.0);
+        }
+        if let (Some(p), Some(k)) = (med.get("portico"), med.get("portico-plugins")) {
+            println!(
+                "  key-auth + jwt + rate-limiting / plain portico: requests/s {:.3}",
+                k.0 / p.0
+            );
+        }
+        if let (Some(k), Some(n)) = (med.get("portico-plugins"), med.get("nginx")) {
+            println!(
+                "  portico with plugins / plain nginx: requests/s {:.3}",
+                k.0 / n.0
+            );
         }
     }
     drop(nginx);
