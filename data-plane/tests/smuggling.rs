@@ -39,6 +39,15 @@ fn statuses(text: &str) -> Vec<u16> {
         .collect()
 }
 
+/// A gateway with one catch-all route to `up`.
+async fn catch_all(up: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{}\n    routes:\n      - paths: [\"/\"]\n",
+        up.addr
+    ))
+    .await
+}
+
 struct Probe {
     name: String,
     bytes: Vec<u8>,
@@ -220,11 +229,7 @@ fn probes() -> Vec<Probe> {
 #[tokio::test]
 async fn smuggling_probes_never_reach_the_upstream_as_a_second_request() {
     let up = Upstream::echo("u").await;
-    let gw = Gateway::start(&format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{}\n    routes:\n      - paths: [\"/\"]\n",
-        up.addr
-    ))
-    .await;
+    let gw = catch_all(&up).await;
     let probes = probes();
     let answers =
         futures_util::future::join_all(probes.iter().map(|p| exchange(gw.addr, p.bytes.clone())))
@@ -267,11 +272,7 @@ async fn smuggling_probes_never_reach_the_upstream_as_a_second_request() {
 #[tokio::test]
 async fn h2c_upgrade_requests_are_served_as_http1_and_stripped() {
     let up = Upstream::echo("u").await;
-    let gw = Gateway::start(&format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{}\n    routes:\n      - paths: [\"/\"]\n",
-        up.addr
-    ))
-    .await;
+    let gw = catch_all(&up).await;
     let answer = exchange(
         gw.addr,
         b"GET /p HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
@@ -294,11 +295,7 @@ async fn h2c_upgrade_requests_are_served_as_http1_and_stripped() {
 #[tokio::test]
 async fn underscored_header_names_are_not_forwarded() {
     let up = Upstream::echo("u").await;
-    let gw = Gateway::start(&format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{}\n    routes:\n      - paths: [\"/\"]\n",
-        up.addr
-    ))
-    .await;
+    let gw = catch_all(&up).await;
     let answer = exchange(
         gw.addr,
         b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nX_Forwarded_For: 10.0.0.1\r\nX-Ok: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -323,11 +320,7 @@ async fn http2_values_with_surrounding_whitespace_are_refused() {
     use bytes::Bytes;
     use http_body_util::Full;
     let up = Upstream::echo("u").await;
-    let gw = Gateway::start(&format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://{}\n    routes:\n      - paths: [\"/\"]\n",
-        up.addr
-    ))
-    .await;
+    let gw = catch_all(&up).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
