@@ -69,10 +69,7 @@ pub struct ControlPlaneOptions {
     pub drain_timeout: Duration,
     /// Access log and tracing.
     pub telemetry: crate::telemetry::TelemetryOptions,
-    /// Keep `;` in request paths (Kong's behaviour) instead of answering 400: only for
-    /// upstreams that use matrix parameters and do not strip them (SECURITY.md §1.4 item 5).
-    pub allow_path_semicolons: bool,
-    /// Connection, head-size and head-time bounds of the proxy listener.
+    /// Connection, head-size and head-time bounds of the proxy listener, and its path policy.
     pub limits: crate::server::Limits,
 }
 

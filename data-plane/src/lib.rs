@@ -52,10 +52,7 @@ pub struct FileOptions {
     pub watch: bool,
     /// Access log and tracing.
     pub telemetry: telemetry::TelemetryOptions,
-    /// Keep `;` in request paths (Kong's behaviour) instead of answering 400: only for
-    /// upstreams that use matrix parameters and do not strip them (SECURITY.md §1.4 item 5).
-    pub allow_path_semicolons: bool,
-    /// Connection, head-size and head-time bounds of the proxy listener.
+    /// Connection, head-size and head-time bounds of the proxy listener, and its path policy.
     pub limits: crate::server::Limits,
 }
 
@@ -109,9 +106,6 @@ pub async fn run_from_file(
     let plugins = plugins::Enabled::parse(&opts.plugins).map_err(StartError::Plugins)?;
     let telemetry = telemetry::Telemetry::start(&opts.telemetry).map_err(StartError::Telemetry)?;
     let shared = Shared::with_limits(trusted, plugins, telemetry, opts.limits);
-    shared
-        .allow_path_semicolons
-        .store(opts.allow_path_semicolons, Ordering::Relaxed);
     let runtime =
         reload::load(&opts.config, &shared).map_err(|errors| StartError::InvalidConfig {
             file: opts.config.display().to_string(),
@@ -151,9 +145,6 @@ pub async fn run_from_control_plane(
     }
     let telemetry = telemetry::Telemetry::start(&telemetry_opts).map_err(StartError::Telemetry)?;
     let shared = Shared::with_limits(trusted, plugins, telemetry, opts.limits);
-    shared
-        .allow_path_semicolons
-        .store(opts.allow_path_semicolons, Ordering::Relaxed);
     let client = discovery::Client::new(opts, Arc::clone(&shared))?;
     client.serve_cache().await;
     let discovery = tokio::spawn(client.run(shutdown.clone()));

@@ -284,7 +284,7 @@ async fn proxy(
     let host = routing_host(original.as_ref())?;
     let orig_uri = std::mem::take(&mut parts.uri);
     let path_options = PathOptions {
-        allow_semicolons: shared.allow_path_semicolons.load(Ordering::Relaxed),
+        allow_semicolons: shared.limits.allow_path_semicolons,
         ..PathOptions::default()
     };
     let path = canonicalize_with(orig_uri.path(), path_options)

@@ -21,7 +21,8 @@ use crate::proxy::ConnInfo;
 use crate::response::ProxyBody;
 use crate::state::Shared;
 
-/// What one client can hold of a listener (`portico dp` flags).
+/// What the proxy listener takes from clients (`portico dp` flags): how much one client can
+/// hold, and how strict request parsing is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections a listener keeps at once; past it, new connections are closed at once
@@ -34,6 +35,9 @@ pub struct Limits {
     /// Bytes a request head may take: HTTP/1.1 request line and headers (431 past it), and an
     /// HTTP/2 header list (`--max-header-size`). At least [`MIN_HEADER_BYTES`].
     pub max_header_bytes: usize,
+    /// Keep a raw `;` in request paths (Kong's behaviour) instead of answering 400
+    /// (`--allow-path-semicolons`); see `portico_common::path::Options::allow_semicolons`.
+    pub allow_path_semicolons: bool,
 }
 
 /// The smallest head limit: hyper's HTTP/1.1 read buffer cannot be smaller.
@@ -45,6 +49,7 @@ impl Default for Limits {
             max_connections: 16_384,
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            allow_path_semicolons: false,
         }
     }
 }

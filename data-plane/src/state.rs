@@ -54,9 +54,7 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// The access log and the node's trace pipeline (`--access-log`, `--otlp-endpoint`).
     pub telemetry: crate::telemetry::Telemetry,
-    /// `--allow-path-semicolons`: keep `;` in paths instead of answering 400.
-    pub allow_path_semicolons: AtomicBool,
-    /// Connection, head-size and head-time bounds of the proxy listener.
+    /// Connection, head-size and head-time bounds of the proxy listener, and its path policy.
     pub limits: crate::server::Limits,
 }
 
@@ -105,7 +103,6 @@ impl Shared {
             control_plane: OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
             telemetry,
-            allow_path_semicolons: AtomicBool::new(false),
             limits,
         })
     }

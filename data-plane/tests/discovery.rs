@@ -115,7 +115,6 @@ fn opts(url: &str, cache_dir: &Path) -> ControlPlaneOptions {
         plugins: vec!["bundled".into()],
         drain_timeout: Duration::from_secs(2),
         telemetry: Default::default(),
-        allow_path_semicolons: false,
         limits: Default::default(),
     }
 }

@@ -486,7 +486,6 @@ async fn control_plane_link_and_last_apply_gauges() {
         plugins: vec!["bundled".into()],
         drain_timeout: std::time::Duration::from_secs(2),
         telemetry: Default::default(),
-        allow_path_semicolons: false,
         limits: Default::default(),
     };
     let task = tokio::spawn(portico_data_plane::run_from_control_plane(

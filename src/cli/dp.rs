@@ -83,7 +83,6 @@ impl ClusterArgs {
             plugins: listen.plugins.clone(),
             drain_timeout: Duration::from_secs(listen.drain_timeout),
             telemetry: listen.telemetry(),
-            allow_path_semicolons: listen.allow_path_semicolons,
             limits: listen.limits(),
         })
     }
@@ -184,17 +183,17 @@ impl ListenArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             watch: !self.no_watch,
             telemetry: self.telemetry(),
-            allow_path_semicolons: self.allow_path_semicolons,
             limits: self.limits(),
         }
     }
 
-    /// The proxy listener's bounds.
+    /// The proxy listener's bounds and path policy.
     pub fn limits(&self) -> portico_data_plane::server::Limits {
         portico_data_plane::server::Limits {
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
             max_header_bytes: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
+            allow_path_semicolons: self.allow_path_semicolons,
         }
     }
 

@@ -411,7 +411,6 @@ mod tests {
             plugins: vec!["bundled".into()],
             drain_timeout: Duration::from_secs(1),
             telemetry: Default::default(),
-            allow_path_semicolons: false,
             limits: Default::default(),
         }
     }
