@@ -82,7 +82,7 @@ pub struct Route {
     #[serde(deserialize_with = "de::boolean")]
     pub response_buffering: Option<bool>,
     pub tags: Option<Vec<String>>,
-    pub snis: Option<Value>,
+    pub snis: Option<Vec<String>>,
     pub sources: Option<Value>,
     pub destinations: Option<Value>,
     pub expression: Option<Value>,
@@ -229,6 +229,42 @@ pub struct Acl {
     #[serde(rename = "_ignore")]
     pub ignore: Option<Vec<Value>>,
     pub created_at: Option<Value>,
+}
+
+/// A TLS certificate and its private key, with an optional second pair of another key type
+/// (K:kong/db/schema/entities/certificates.lua). `snis` nested in it are its server names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Certificate {
+    pub id: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub cert_alt: Option<String>,
+    pub key_alt: Option<String>,
+    pub tags: Option<Vec<String>>,
+    #[serde(rename = "_comment")]
+    pub comment: Option<String>,
+    #[serde(rename = "_ignore")]
+    pub ignore: Option<Vec<Value>>,
+    pub created_at: Option<Value>,
+    pub updated_at: Option<Value>,
+}
+
+/// A server name served with a certificate (K:kong/db/schema/entities/snis.lua).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sni {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    /// The certificate's id (top-level snis only).
+    pub certificate: Option<String>,
+    pub tags: Option<Vec<String>>,
+    #[serde(rename = "_comment")]
+    pub comment: Option<String>,
+    #[serde(rename = "_ignore")]
+    pub ignore: Option<Vec<Value>>,
+    pub created_at: Option<Value>,
+    pub updated_at: Option<Value>,
 }
 
 /// A plugin instance (K:kong/db/schema/entities/plugins.lua).

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::digest::{entity_digest, Digests, EntityDigest};
 use crate::error::ConfigIssue;
-use crate::snapshot::{Consumer, Plugin, Route, Service, Snapshot, Upstream};
+use crate::snapshot::{Certificate, Consumer, Plugin, Route, Service, Snapshot, Upstream};
 
 /// What turns one snapshot into another. JSON on the wire; empty collections are left out.
 ///
@@ -34,6 +34,8 @@ pub struct Delta {
     pub consumers: Changes<Consumer>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub plugins: Changes<Plugin>,
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub certificates: Changes<Certificate>,
 }
 
 /// The changes to one collection.
@@ -83,7 +85,7 @@ macro_rules! entity {
         }
     )*};
 }
-entity!(Service, Route, Upstream, Consumer, Plugin);
+entity!(Service, Route, Upstream, Consumer, Plugin, Certificate);
 
 impl Delta {
     /// What turns `old` into `new` (entities compared by id and digest). The digests must be
@@ -128,6 +130,12 @@ impl Delta {
                 &new.plugins,
                 &new_digests.plugins,
             ),
+            certificates: changes(
+                &old.certificates,
+                &old_digests.certificates,
+                &new.certificates,
+                &new_digests.certificates,
+            ),
         }
     }
 
@@ -138,6 +146,7 @@ impl Delta {
             + self.upstreams.len()
             + self.consumers.len()
             + self.plugins.len()
+            + self.certificates.len()
     }
 
     /// No entity upserted or removed (the format version may still change, see [`Delta`]).
@@ -189,12 +198,19 @@ impl Delta {
             &base_digests.plugins,
             &self.plugins,
         )?;
+        let (certificates, certificates_d) = apply_changes(
+            "certificates",
+            &base.certificates,
+            &base_digests.certificates,
+            &self.certificates,
+        )?;
         let digests = Digests {
             services: services_d,
             routes: routes_d,
             upstreams: upstreams_d,
             consumers: consumers_d,
             plugins: plugins_d,
+            certificates: certificates_d,
         };
         let snapshot = Snapshot {
             hash: digests.root(&self.source_format_version),
@@ -204,6 +220,7 @@ impl Delta {
             upstreams,
             consumers,
             plugins,
+            certificates,
         };
         Ok((snapshot, digests))
     }

@@ -37,6 +37,9 @@ pub struct Digests {
     pub upstreams: HashMap<Uuid, EntityDigest>,
     pub consumers: HashMap<Uuid, EntityDigest>,
     pub plugins: HashMap<Uuid, EntityDigest>,
+    /// Part of the root only when there are certificates, so configs without TLS keep the
+    /// hash they had before certificates existed.
+    pub certificates: HashMap<Uuid, EntityDigest>,
 }
 
 /// Domain separation for the root, so it can never equal an entity digest or the old
@@ -56,6 +59,7 @@ impl Digests {
             upstreams: collection(&snapshot.upstreams, |e| e.id),
             consumers: collection(&snapshot.consumers, |e| e.id),
             plugins: collection(&snapshot.plugins, |e| e.id),
+            certificates: collection(&snapshot.certificates, |e| e.id),
         }
     }
 
@@ -90,6 +94,7 @@ impl Digests {
                 |e| e.id,
             ),
             plugins: collection(&snapshot.plugins, |e| e.id),
+            certificates: collection(&snapshot.certificates, |e| e.id),
         }
     }
 
@@ -125,15 +130,20 @@ impl Digests {
         self.len() == 0
     }
 
-    /// The collections in the root's fixed order, with their snapshot field names.
-    fn collections(&self) -> [(&'static str, &HashMap<Uuid, EntityDigest>); 5] {
-        [
+    /// The collections in the root's fixed order, with their snapshot field names
+    /// (`certificates` only when there are some).
+    fn collections(&self) -> Vec<(&'static str, &HashMap<Uuid, EntityDigest>)> {
+        let mut all = vec![
             ("services", &self.services),
             ("routes", &self.routes),
             ("upstreams", &self.upstreams),
             ("consumers", &self.consumers),
             ("plugins", &self.plugins),
-        ]
+        ];
+        if !self.certificates.is_empty() {
+            all.push(("certificates", &self.certificates));
+        }
+        all
     }
 }
 

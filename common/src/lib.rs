@@ -16,6 +16,7 @@ pub mod path;
 pub mod plugins;
 pub mod snapshot;
 mod snapshot_ext;
+pub mod tls;
 
 pub use delta::{Changes, Delta};
 pub use digest::{Digests, EntityDigest};

@@ -6,6 +6,7 @@
 //! defaults and checks -> uniqueness -> entity digests and content hash. Errors are collected,
 //! never returned early, so a user sees every problem of a file in one run.
 
+mod certificate;
 pub(crate) mod checks;
 pub(crate) mod collect;
 mod consumer;
@@ -259,6 +260,7 @@ pub(crate) fn load_with(
         },
     };
     let plugins = plugin::build(&collected.plugins, &scopes, &mut ctx);
+    let certificates = certificate::build(&collected, &mut ctx);
 
     if ctx.issues.has_errors() {
         return Err(ConfigErrors {
@@ -272,6 +274,7 @@ pub(crate) fn load_with(
         upstreams: crate::snapshot::shared(upstreams),
         consumers: crate::snapshot::shared(consumers),
         plugins: crate::snapshot::shared(plugins),
+        certificates: crate::snapshot::shared(certificates),
         hash: String::new(),
     };
     let digests = match previous {

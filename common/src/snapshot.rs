@@ -24,6 +24,10 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     pub consumers: Vec<Arc<Consumer>>,
     pub plugins: Vec<Arc<Plugin>>,
+    /// TLS certificates with their server names; left out of the serialized form when there
+    /// are none, so configs without TLS keep their content hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Arc<Certificate>>,
     /// Hex content hash of everything above ([`crate::digest::Digests::root`]): equal content,
     /// equal hash, whatever the order of the entities in the lists.
     pub hash: String,
@@ -122,6 +126,10 @@ pub struct Route {
     pub request_buffering: bool,
     pub response_buffering: bool,
     pub tags: Vec<String>,
+    /// Lowercased TLS server names (`*.` / `.*` wildcards allowed) a request over TLS must have
+    /// sent to match; left out of the serialized form when empty (content hashes unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snis: Vec<String>,
 }
 
 /// A load-balanced set of targets, used by a service whose `host` equals the upstream's `name`.
@@ -259,5 +267,32 @@ pub struct Plugin {
     pub config: serde_json::Value,
     pub protocols: Vec<Protocol>,
     pub enabled: bool,
+    pub tags: Vec<String>,
+}
+
+/// A TLS certificate the proxy's TLS listener serves, and the server names it serves it for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    pub id: Uuid,
+    /// PEM: the leaf certificate first, then its intermediates.
+    pub cert: String,
+    /// PEM private key of `cert`.
+    pub key: String,
+    /// A second chain and key of another key type (an ECDSA pair beside an RSA one), for
+    /// clients that cannot use the first.
+    pub cert_alt: Option<String>,
+    pub key_alt: Option<String>,
+    pub snis: Vec<Sni>,
+    pub tags: Vec<String>,
+}
+
+/// A server name served with a certificate: exact (`api.example.com`), a leftmost wildcard
+/// (`*.example.com`), a rightmost one (`example.*`), or `*` for every name no other SNI takes
+/// (the listener's default certificate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sni {
+    pub id: Uuid,
+    /// Lowercased.
+    pub name: String,
     pub tags: Vec<String>,
 }

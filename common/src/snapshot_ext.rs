@@ -83,6 +83,7 @@ impl Route {
             request_buffering: true,
             response_buffering: true,
             tags: vec![],
+            snis: vec![],
         }
     }
 }
@@ -99,7 +100,7 @@ impl Snapshot {
                 c.keyauth_credentials.len() + c.jwt_secrets.len() + c.basicauth_credentials.len()
             })
             .sum();
-        format!(
+        let line = format!(
             "{}, {}, {} ({}), {} ({}), {}",
             count(self.services.len(), "service"),
             count(self.routes.len(), "route"),
@@ -108,7 +109,12 @@ impl Snapshot {
             count(self.consumers.len(), "consumer"),
             count(credentials, "credential"),
             count(self.plugins.len(), "plugin"),
-        )
+        );
+        if self.certificates.is_empty() {
+            line
+        } else {
+            format!("{line}, {}", count(self.certificates.len(), "certificate"))
+        }
     }
 
     /// The content hash of everything but `hash` itself: `Digests::of(self).root(..)`, see

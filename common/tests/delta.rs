@@ -229,6 +229,7 @@ fn unshared(s: &Snapshot) -> Snapshot {
         upstreams: copy(&s.upstreams),
         consumers: copy(&s.consumers),
         plugins: copy(&s.plugins),
+        certificates: copy(&s.certificates),
         hash: s.hash.clone(),
     }
 }

@@ -462,9 +462,9 @@ fn unsupported_kong_fields_are_refused_unless_default() {
     let yaml = "_format_version: \"3.0\"\nservices:\n- name: s\n  host: h\n  tls_verify: null\n  client_certificate: null\nupstreams:\n- name: u\n  hash_on_cookie_path: /\n  use_srv_name: false\nroutes:\n- paths: [/]\n  snis: []\n  sources: null\ncertificates: []\n";
     load(yaml).expect("defaults of unsupported fields must load");
     assert_only_error(
-        "certificates:\n- cert: x\n  key: y\n",
-        "certificates",
-        "'certificates' are not supported by Portico yet",
+        "ca_certificates:\n- cert: x\n",
+        "ca_certificates",
+        "'ca_certificates' are not supported by Portico yet",
     );
     assert_only_error(
         "upstreams:\n- name: u\n  hash_on: uri_capture\n",

@@ -169,5 +169,29 @@ fn table(kind: Kind, items: &[(String, Value)], snapshot: &portico_common::snaps
                 .collect::<Vec<_>>();
             print_table(&["NAME", "ALGORITHM", "TARGETS (weight)"], &rows);
         }
+        Kind::Certificates => {
+            let rows = items
+                .iter()
+                .map(|(_, v)| {
+                    let snis = v
+                        .get("snis")
+                        .and_then(Value::as_array)
+                        .map(|ss| {
+                            ss.iter()
+                                .map(|x| s(x, "name"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default();
+                    let alt = if v.get("cert_alt").is_some_and(|c| !c.is_null()) {
+                        "yes"
+                    } else {
+                        "no"
+                    };
+                    vec![s(v, "id"), snis, alt.to_owned()]
+                })
+                .collect::<Vec<_>>();
+            print_table(&["ID", "SNIS", "ALT PAIR"], &rows);
+        }
     }
 }

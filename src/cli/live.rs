@@ -15,16 +15,18 @@ pub enum Kind {
     Consumers,
     Plugins,
     Upstreams,
+    Certificates,
 }
 
 impl Kind {
     /// All kinds, in the order `diff` reports them.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Services,
         Kind::Routes,
         Kind::Upstreams,
         Kind::Consumers,
         Kind::Plugins,
+        Kind::Certificates,
     ];
 
     /// The plural name used in files and output.
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Consumers => "consumers",
             Kind::Plugins => "plugins",
             Kind::Upstreams => "upstreams",
+            Kind::Certificates => "certificates",
         }
     }
 }
@@ -73,6 +76,9 @@ pub fn entities(snapshot: &Snapshot, kind: Kind) -> Vec<(String, Value)> {
         Kind::Consumers => to_values(serde_json::to_value(&snapshot.consumers).unwrap_or_default()),
         Kind::Plugins => to_values(serde_json::to_value(&snapshot.plugins).unwrap_or_default()),
         Kind::Upstreams => to_values(serde_json::to_value(&snapshot.upstreams).unwrap_or_default()),
+        Kind::Certificates => {
+            to_values(serde_json::to_value(&snapshot.certificates).unwrap_or_default())
+        }
     };
     raw.into_iter()
         .map(|mut v| {
@@ -86,6 +92,13 @@ fn key(kind: Kind, v: &Value) -> String {
     let field = |f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
     let name = match kind {
         Kind::Consumers => field("username").or_else(|| field("custom_id")),
+        // A certificate is known by its first server name (its id otherwise).
+        Kind::Certificates => v
+            .get("snis")
+            .and_then(|s| s.get(0))
+            .and_then(|s| s.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
         Kind::Plugins => field("instance_name").or_else(|| {
             let scope: Vec<String> = ["service", "route", "consumer"]
                 .iter()
@@ -111,6 +124,16 @@ fn redact(v: &mut Value) {
         ("jwt_secrets", "secret"),
         ("basicauth_credentials", "password"),
     ];
+    // A certificate's private keys.
+    if v.get("cert").is_some() {
+        for field in ["key", "key_alt"] {
+            if let Some(f) = v.get_mut(field) {
+                if !f.is_null() {
+                    *f = Value::String("<redacted>".into());
+                }
+            }
+        }
+    }
     for (list, field) in SECRET {
         if let Some(Value::Array(items)) = v.get_mut(list) {
             for item in items {

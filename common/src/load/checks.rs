@@ -157,6 +157,40 @@ pub(crate) fn is_hostname(host: &str) -> bool {
         })
 }
 
+/// A TLS server name as Kong's `wildcard_host` takes it (already lowercased): a hostname with at
+/// most one `*`, as the leftmost or rightmost label, no port and no IP address; `*` alone too.
+pub(crate) fn sni_name(name: &str) -> Result<(), String> {
+    if name == "*" {
+        return Ok(());
+    }
+    let stars = name.matches('*').count();
+    if stars > 1 {
+        return Err("invalid wildcard: must have at most one wildcard".to_owned());
+    }
+    let bare = if stars == 1 {
+        name.strip_prefix("*.")
+            .or_else(|| name.strip_suffix(".*"))
+            .ok_or_else(|| {
+                "invalid wildcard: must be placed at leftmost or rightmost label".to_owned()
+            })?
+    } else {
+        name
+    };
+    if name.contains(':') {
+        return Err(format!("invalid value '{name}': a server name has no port"));
+    }
+    if bare.parse::<Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "invalid value '{name}': a server name cannot be an IP address"
+        ));
+    }
+    if is_hostname(bare) {
+        Ok(())
+    } else {
+        Err(format!("invalid hostname: {name}"))
+    }
+}
+
 /// Splits `host[:port]` / `[v6][:port]` / bare IPv6. Port `None` when absent; `Err` when malformed.
 pub(crate) fn split_host_port(s: &str) -> Result<(String, Option<u16>), ()> {
     if let Some(rest) = s.strip_prefix('[') {

@@ -57,6 +57,8 @@ pub(crate) struct Collected {
     pub basicauth: Vec<Item<config::BasicAuthCredential>>,
     pub acls: Vec<Item<config::Acl>>,
     pub plugins: Vec<(Item<config::Plugin>, PluginParent)>,
+    pub certificates: Vec<Item<config::Certificate>>,
+    pub snis: Vec<Item<config::Sni>>,
 }
 
 /// Top-level keys holding entities Portico reads.
@@ -71,12 +73,12 @@ pub(crate) const ENTITY_KEYS: &[&str] = &[
     "jwt_secrets",
     "basicauth_credentials",
     "acls",
+    "certificates",
+    "snis",
 ];
 
 /// Top-level keys Kong knows that Portico does not implement yet: refused unless empty.
 pub(crate) const UNSUPPORTED_KEYS: &[&str] = &[
-    "certificates",
-    "snis",
     "ca_certificates",
     "vaults",
     "key_sets",
@@ -164,7 +166,67 @@ pub(crate) fn collect(doc: &Map<String, Value>, issues: &mut Issues) -> Collecte
     for (path, obj) in list(doc, "", "plugins", issues) {
         push_plugin(&mut c, obj, &path, PluginParent::Top, issues);
     }
+    for (path, obj) in list(doc, "", "certificates", issues) {
+        let ci = c.certificates.len();
+        c.certificates
+            .push(item(obj, &["snis"], &path, Parent::Top, issues));
+        nested_snis(&mut c, obj, &path, ci, issues);
+    }
+    for (path, obj) in list(doc, "", "snis", issues) {
+        c.snis.push(item(obj, &[], &path, Parent::Top, issues));
+    }
     c
+}
+
+/// A certificate's `snis`: names (Kong's transient field) or nested SNI entities.
+fn nested_snis(
+    c: &mut Collected,
+    cert: &Map<String, Value>,
+    path: &str,
+    ci: usize,
+    issues: &mut Issues,
+) {
+    let list_path = field_path(path, "snis");
+    let items = match cert.get("snis") {
+        None | Some(Value::Null) => return,
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            issues.error(
+                &list_path,
+                format!("expected an array, got {}", kind(other)),
+            );
+            return;
+        }
+    };
+    for (i, v) in items.iter().enumerate() {
+        let p = index_path(&list_path, i);
+        match v {
+            Value::String(name) => c.snis.push(Item {
+                path: p,
+                cfg: config::Sni {
+                    name: Some(name.clone()),
+                    ..config::Sni::default()
+                },
+                parent: Parent::Nested(ci),
+                content: String::new(),
+            }),
+            Value::Object(obj) => {
+                let sni = item::<config::Sni>(obj, &[], &p, Parent::Nested(ci), issues);
+                forbid(
+                    sni.cfg.certificate.is_some(),
+                    &p,
+                    "certificate",
+                    "a certificate",
+                    issues,
+                );
+                c.snis.push(sni);
+            }
+            other => issues.error(
+                &p,
+                format!("expected a name or an object, got {}", kind(other)),
+            ),
+        }
+    }
 }
 
 fn push_route(
@@ -358,6 +420,8 @@ impl Authored for config::JwtSecret {}
 impl Authored for config::BasicAuthCredential {}
 impl Authored for config::Acl {}
 impl Authored for config::Plugin {}
+impl Authored for config::Certificate {}
+impl Authored for config::Sni {}
 
 /// Fields that never count as an entity's content: metadata and foreign keys.
 const NOT_CONTENT: &[&str] = &[

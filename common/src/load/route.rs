@@ -192,10 +192,27 @@ fn checked(
     let hosts = hosts(cfg.hosts.as_deref(), path, issues);
     let headers = headers(cfg.headers.as_ref(), path, issues);
     let paths = paths(cfg.paths.as_deref(), path, canonicalize, issues);
+    let snis = snis(cfg.snis.as_deref(), path, issues);
+    let tls_protocol = protocols.iter().any(|p| {
+        matches!(
+            p,
+            Protocol::Https | Protocol::Grpcs | Protocol::Tls | Protocol::TlsPassthrough
+        )
+    });
+    if !snis.is_empty() && !tls_protocol {
+        issues.error(
+            &field_path(path, "snis"),
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+        );
+    }
 
     if !is_stream {
-        let any =
-            !methods.is_empty() || !hosts.is_empty() || !headers.is_empty() || !paths.is_empty();
+        let plain = protocols.contains(&Protocol::Http) || protocols.contains(&Protocol::Grpc);
+        let any = !methods.is_empty()
+            || !hosts.is_empty()
+            || !headers.is_empty()
+            || !paths.is_empty()
+            || (!plain && !snis.is_empty());
         // A route whose only path was refused already has its error; don't add a second one.
         if !any && issues.errors.len() == errors_before {
             let msg = if is_grpc {
@@ -245,7 +262,6 @@ fn checked(
     let regex_priority = cfg.regex_priority.unwrap_or(0);
 
     for (field, value) in [
-        ("snis", &cfg.snis),
         ("sources", &cfg.sources),
         ("destinations", &cfg.destinations),
         ("expression", &cfg.expression),
@@ -276,6 +292,7 @@ fn checked(
         request_buffering: cfg.request_buffering.unwrap_or(true),
         response_buffering: cfg.response_buffering.unwrap_or(true),
         tags,
+        snis,
     };
     (route, from)
 }
@@ -344,6 +361,26 @@ fn hosts(written: Option<&[String]>, path: &str, issues: &mut Issues) -> Vec<Str
             issues.error(&index_path(&field(), i), msg);
         } else if !out.contains(&h) {
             out.push(h);
+        }
+    }
+    out
+}
+
+/// TLS server names, lowercased: hostnames with at most one wildcard, leftmost or rightmost,
+/// and no port.
+fn snis(written: Option<&[String]>, path: &str, issues: &mut Issues) -> Vec<String> {
+    let field = || field_path(path, "snis");
+    let mut out = Vec::new();
+    for (i, name) in written.unwrap_or_default().iter().enumerate() {
+        let name = name.to_ascii_lowercase();
+        match checks::sni_name(&name) {
+            Err(msg) => issues.error(&index_path(&field(), i), msg),
+            Ok(()) if name == "*" => issues.error(
+                &index_path(&field(), i),
+                "invalid value: a route's snis need a hostname ('*' names the default certificate only)",
+            ),
+            Ok(()) if !out.contains(&name) => out.push(name),
+            Ok(()) => {}
         }
     }
     out

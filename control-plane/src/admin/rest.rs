@@ -307,8 +307,17 @@ fn listing(cp: &ControlPlane, group: &str, entity: &str) -> Response<Full<Bytes>
 }
 
 /// Removes credential secrets from a snapshot's JSON: key-auth keys, jwt secrets, basic-auth
-/// password hashes, and secret-looking fields of plugin configs (redis passwords and such).
+/// password hashes, certificates' private keys, and secret-looking fields of plugin configs
+/// (redis passwords and such).
 pub(crate) fn redact_snapshot(snapshot: &mut Value) {
+    if let Some(Value::Array(certificates)) = snapshot.get_mut("certificates") {
+        for certificate in certificates {
+            if let Value::Object(map) = certificate {
+                map.remove("key");
+                map.remove("key_alt");
+            }
+        }
+    }
     if let Some(Value::Array(consumers)) = snapshot.get_mut("consumers") {
         for consumer in consumers {
             strip_field(consumer, "keyauth_credentials", "key");
