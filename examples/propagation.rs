@@ -159,6 +159,8 @@ async fn main() {
                 tmp.path().join(format!("c{i}")).display().to_string(),
                 "--proxy-listen".into(),
                 "127.0.0.1:0".into(),
+                "--proxy-listen-tls".into(),
+                "off".into(),
                 "--status-listen".into(),
                 "127.0.0.1:0".into(),
             ],

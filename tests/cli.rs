@@ -101,6 +101,8 @@ async fn up_serves_the_quickstart_tour() {
         "up",
         "--proxy-listen",
         "127.0.0.1:0",
+        "--proxy-listen-tls",
+        "127.0.0.1:0",
         "--status-listen",
         "127.0.0.1:0",
     ])

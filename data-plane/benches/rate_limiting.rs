@@ -132,6 +132,7 @@ async fn gateway(yaml: &str) -> (SocketAddr, Arc<Shared>, tokio::sync::watch::Se
     let listeners = Listeners {
         proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        proxy_tls: None,
     };
     let addr = listeners.proxy.local_addr().unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);

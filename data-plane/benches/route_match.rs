@@ -119,6 +119,7 @@ fn bench(c: &mut Criterion) {
                     path: &path,
                     headers: &headers,
                     https: false,
+                    sni: None,
                 };
                 let expect_hit = case.starts_with("hit");
                 assert_eq!(router.find(&req).is_some(), expect_hit, "{mix}/{n}/{case}");

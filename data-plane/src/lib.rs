@@ -23,6 +23,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream_body;
 
 use std::net::SocketAddr;
@@ -76,6 +77,15 @@ pub enum StartError {
 pub struct Listeners {
     pub proxy: TcpListener,
     pub status: TcpListener,
+    /// The proxy's TLS listener (`--proxy-listen-tls`), when on.
+    pub proxy_tls: Option<TlsListener>,
+}
+
+/// A bound TLS listener and the certificate it serves names no SNI takes.
+#[derive(Debug)]
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub default: tls::DefaultCertificate,
 }
 
 impl Listeners {
@@ -92,7 +102,24 @@ impl Listeners {
         Ok(Listeners {
             proxy: bind(proxy, "proxy").await?,
             status: bind(status, "status").await?,
+            proxy_tls: None,
         })
+    }
+
+    /// Adds the proxy's TLS listener on `addr`, serving `default` to names no SNI takes.
+    pub async fn with_tls(
+        mut self,
+        addr: SocketAddr,
+        default: tls::DefaultCertificate,
+    ) -> std::io::Result<Listeners> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr} (proxy TLS): {e}; is another process using it? Pick another address with --proxy-listen-tls, or turn it off with --proxy-listen-tls off"),
+            )
+        })?;
+        self.proxy_tls = Some(TlsListener { listener, default });
+        Ok(self)
     }
 }
 
@@ -190,6 +217,26 @@ pub async fn serve(
 
     // The status listener outlives the proxy's drain, so probes read "draining" instead of a
     // refused connection while requests finish.
+    let tls = match listeners.proxy_tls {
+        Some(t) => match tls::server_config(Arc::clone(&shared), t.default) {
+            Ok(config) => {
+                tracing::info!(addr = %addr(&t.listener), "proxy TLS listening");
+                Some(tokio::spawn(server::serve_tls(
+                    t.listener,
+                    Arc::new(config),
+                    proxy_handler.clone(),
+                    shutdown.clone(),
+                    drain,
+                    Some(Arc::clone(&shared)),
+                )))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the proxy TLS listener cannot start");
+                None
+            }
+        },
+        None => None,
+    };
     let (status_stop, status_shutdown) = watch::channel(false);
     let status = tokio::spawn(server::serve(
         listeners.status,
@@ -206,6 +253,9 @@ pub async fn serve(
         Some(shared),
     )
     .await;
+    if let Some(t) = tls {
+        let _ = t.await;
+    }
     let _ = status_stop.send(true);
     let _ = status.await;
     // The last requests' access-log lines reach the disk, and their spans the collector, before

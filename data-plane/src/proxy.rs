@@ -29,11 +29,13 @@ use crate::telemetry::{LogStart, Tail};
 use crate::upstream_body::UpstreamBody;
 
 /// What the listener knows about a downstream connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    /// The server name the client sent in its TLS handshake, lowercased.
+    pub sni: Option<Arc<str>>,
 }
 
 /// Header names of Portico's own response headers.
@@ -76,7 +78,17 @@ pub async fn handle(
         .as_ref()
         .and_then(|_| Tracing::extract(req.headers()));
 
-    let mut resp = match proxy(req, conn, shared, &request_id, start, format, &mut observed).await {
+    let mut resp = match proxy(
+        req,
+        &conn,
+        shared,
+        &request_id,
+        start,
+        format,
+        &mut observed,
+    )
+    .await
+    {
         Ok(resp) => resp,
         Err(err) => {
             let status = err.status();
@@ -254,7 +266,7 @@ fn is_idempotent(m: &Method) -> bool {
 
 async fn proxy(
     req: Request<Incoming>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     shared: &Shared,
     request_id: &HeaderValue,
     start: Instant,
@@ -307,6 +319,7 @@ async fn proxy(
             path: &path,
             headers: &parts.headers,
             https,
+            sni: conn.sni.as_deref(),
         })
         .ok_or(ProxyError::NoRoute)?;
     let route = &rt.snapshot.routes[m.route_index];

@@ -61,6 +61,10 @@ pub struct RouteRequest<'a> {
     pub headers: &'a http::HeaderMap,
     /// The request arrived over TLS (or a trusted `X-Forwarded-Proto: https`).
     pub https: bool,
+    /// The server name the client sent in its TLS handshake (lowercased); `None` over plain
+    /// HTTP or when the client sent none. Kong checks a route's `snis` only for https
+    /// requests, so an https request without one matches no route that has `snis`.
+    pub sni: Option<&'a str>,
 }
 
 /// The route a request matched and how to rewrite it.

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub plugins: Chains,
     /// Credential lookups for the auth plugins.
     pub consumers: Consumers,
+    /// The TLS listener's certificates, by server name.
+    pub certs: crate::tls::CertStore,
     pub loaded_at: SystemTime,
     /// The control plane's version of this snapshot; 0 for a file-fed config. Kept here, not
     /// beside the `ArcSwap`, so the runtime and its version are published by the same store.
@@ -110,6 +112,13 @@ impl Runtime {
             }
         };
         let consumers = Consumers::new(&snapshot);
+        let certs = match crate::tls::CertStore::build(&snapshot, previous.map(|rt| &rt.certs)) {
+            Ok(c) => c,
+            Err(errors) => {
+                issues.extend(errors);
+                crate::tls::CertStore::default()
+            }
+        };
 
         let previous_balancers: HashMap<Uuid, (&Upstream, &Arc<Balancer>)> = previous
             .map(|rt| {
@@ -197,6 +206,7 @@ impl Runtime {
                 services,
                 plugins,
                 consumers,
+                certs,
                 loaded_at: SystemTime::now(),
                 version: 0,
                 balancers,
@@ -331,6 +341,7 @@ mod tests {
                 path,
                 headers: &headers,
                 https: false,
+                sni: None,
             };
             assert_eq!(fresh.router.find(&rq), rt1.router.find(&rq), "{path}");
         }

@@ -76,6 +76,37 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    serve_with(listener, None, handler, shutdown, drain, count).await;
+}
+
+/// [`serve`] for a TLS listener: each connection's handshake (bounded by the header-read
+/// timeout) comes first, then HTTP/1.1 or HTTP/2 as ALPN and the client's preface say.
+pub async fn serve_tls<H, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: H,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    count: Option<Arc<Shared>>,
+) where
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_with(listener, Some(acceptor), handler, shutdown, drain, count).await;
+}
+
+async fn serve_with<H, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    count: Option<Arc<Shared>>,
+) where
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let limits = count.as_ref().map(|s| s.limits).unwrap_or_default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -130,22 +161,54 @@ pub async fn serve<H, F>(
             peer,
             local: stream.local_addr().unwrap_or(local),
             tls: false,
+            sni: None,
         };
         let handler = handler.clone();
-        let svc = service_fn(move |req| {
-            let fut = handler(req, conn);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         let count = count.clone();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             if let Some(c) = &count {
                 c.stats.connections_active.fetch_add(1, Ordering::Relaxed);
                 c.stats.connections_total.fetch_add(1, Ordering::Relaxed);
             }
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let service = |conn: ConnInfo| {
+                service_fn(move |req| {
+                    let fut = handler(req, conn.clone());
+                    async move { Ok::<_, Infallible>(fut.await) }
+                })
+            };
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(conn));
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = ConnInfo {
+                                tls: true,
+                                sni: stream.get_ref().1.server_name().map(Arc::from),
+                                ..conn
+                            };
+                            let conn =
+                                builder.serve_connection(TokioIo::new(stream), service(conn));
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, peer = %peer, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
             }
             if let Some(c) = &count {

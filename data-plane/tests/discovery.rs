@@ -55,6 +55,7 @@ impl Dp {
         let listeners = Listeners {
             proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             status: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            proxy_tls: None,
         };
         let proxy = listeners.proxy.local_addr().unwrap();
         let status = listeners.status.local_addr().unwrap();
@@ -451,6 +452,7 @@ async fn bad_options_stop_the_start() {
     let listeners = Listeners {
         proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        proxy_tls: None,
     };
     let (_tx, rx) = watch::channel(false);
     let err = portico_data_plane::run_from_control_plane(

@@ -473,6 +473,7 @@ async fn control_plane_link_and_last_apply_gauges() {
     let listeners = Listeners {
         proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        proxy_tls: None,
     };
     let status = listeners.status.local_addr().unwrap();
     let (shutdown, rx) = watch::channel(false);

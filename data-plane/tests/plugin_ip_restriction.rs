@@ -78,6 +78,7 @@ impl DualStack {
         let listeners = Listeners {
             proxy: TcpListener::bind("[::]:0").await.unwrap(),
             status: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            proxy_tls: None,
         };
         let port = listeners.proxy.local_addr().unwrap().port();
         let (tx, rx) = watch::channel(false);

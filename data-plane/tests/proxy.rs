@@ -485,6 +485,7 @@ async fn readiness_is_503_until_a_config_is_live() {
     let listeners = portico_data_plane::Listeners {
         proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        proxy_tls: None,
     };
     let (proxy, status) = (
         listeners.proxy.local_addr().unwrap(),

@@ -81,6 +81,8 @@ pub fn spawn_dp(config: &std::path::Path, extra: &[String], pin: Option<&str>) -
         config.display().to_string(),
         "--proxy-listen".into(),
         "127.0.0.1:0".into(),
+        "--proxy-listen-tls".into(),
+        "off".into(),
         "--status-listen".into(),
         "127.0.0.1:0".into(),
     ];

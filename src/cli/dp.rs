@@ -116,6 +116,17 @@ pub struct ListenArgs {
     /// Proxy listener (HTTP/1.1 and h2c).
     #[arg(long, env = "PORTICO_PROXY_LISTEN", default_value = "0.0.0.0:8000")]
     pub proxy_listen: SocketAddr,
+    /// Proxy TLS listener (HTTPS with ALPN h2 and http/1.1; TLS 1.2 and 1.3), serving the
+    /// config's `certificates` by SNI; `off` turns it off.
+    #[arg(long, env = "PORTICO_PROXY_LISTEN_TLS", default_value = "0.0.0.0:8443", value_parser = parse_listen_or_off)]
+    pub proxy_listen_tls: ListenOrOff,
+    /// Certificate (PEM chain) the TLS listener serves to names no SNI of the config takes
+    /// (Kong's `ssl_cert`); without it a self-signed one for `localhost` is made at start.
+    #[arg(long, env = "PORTICO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert` (Kong's `ssl_cert_key`).
+    #[arg(long, env = "PORTICO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Status listener (`/status`, `/status/ready`); keep it private.
     #[arg(long, env = "PORTICO_STATUS_LISTEN", default_value = "127.0.0.1:8100")]
     pub status_listen: SocketAddr,
@@ -173,7 +184,38 @@ pub struct ListenArgs {
     pub max_header_size: u64,
 }
 
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOrOff(pub Option<SocketAddr>);
+
+fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    match s {
+        "off" => Ok(ListenOrOff(None)),
+        addr => addr
+            .parse()
+            .map(|a| ListenOrOff(Some(a)))
+            .map_err(|e| format!("expected ADDR:PORT or 'off': {e}")),
+    }
+}
+
 impl ListenArgs {
+    /// Binds the proxy, status and (unless off) TLS listeners, naming the one that failed.
+    pub async fn bind(&self) -> anyhow::Result<Listeners> {
+        let listeners = Listeners::bind(self.proxy_listen, self.status_listen).await?;
+        let Some(addr) = self.proxy_listen_tls.0 else {
+            return Ok(listeners);
+        };
+        let default = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                portico_data_plane::tls::DefaultCertificate::from_files(cert, key)
+                    .map_err(|e| anyhow::anyhow!(e))?
+            }
+            _ => portico_data_plane::tls::DefaultCertificate::self_signed()
+                .map_err(|e| anyhow::anyhow!(e))?,
+        };
+        Ok(listeners.with_tls(addr, default).await?)
+    }
+
     /// Options for a file-fed data plane on `config`.
     pub fn file_options(&self, config: PathBuf) -> FileOptions {
         FileOptions {
@@ -226,7 +268,7 @@ pub async fn serve_control_plane(
     opts: ControlPlaneOptions,
     listen: &ListenArgs,
 ) -> anyhow::Result<ExitCode> {
-    let listeners = Listeners::bind(listen.proxy_listen, listen.status_listen).await?;
+    let listeners = listen.bind().await?;
     let shutdown = super::shutdown_on_signals();
     portico_data_plane::run_from_control_plane(opts, listeners, shutdown).await?;
     Ok(ExitCode::SUCCESS)
@@ -234,7 +276,7 @@ pub async fn serve_control_plane(
 
 /// Binds, loads `config` and serves until a signal.
 pub async fn serve_file(config: PathBuf, listen: &ListenArgs) -> anyhow::Result<ExitCode> {
-    let listeners = Listeners::bind(listen.proxy_listen, listen.status_listen).await?;
+    let listeners = listen.bind().await?;
     let shutdown = super::shutdown_on_signals();
     portico_data_plane::run_from_file(listen.file_options(config), listeners, shutdown).await?;
     Ok(ExitCode::SUCCESS)

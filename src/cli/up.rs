@@ -45,9 +45,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     }
     let cp_listeners = args.cp.bind().await?;
     let cluster_addr = cp_listeners.cluster.local_addr()?;
-    let dp_listeners =
-        portico_data_plane::Listeners::bind(args.listen.proxy_listen, args.listen.status_listen)
-            .await?;
+    let dp_listeners = args.listen.bind().await?;
     if !args.no_echo {
         let listener = tokio::net::TcpListener::bind(args.echo_listen)
             .await

@@ -16,6 +16,8 @@ pub struct Portico {
     pub proxy: SocketAddr,
     /// Status listener (data planes).
     pub status: SocketAddr,
+    /// Proxy TLS listener (data planes started with `spawn_waiting(.., &[.., "proxy TLS"])`).
+    pub proxy_tls: SocketAddr,
     /// Admin listener (control planes).
     pub admin: SocketAddr,
     /// Cluster listener (control planes).
@@ -32,17 +34,24 @@ pub fn portico() -> Command {
 impl Portico {
     /// Starts `portico dp -c config` on ephemeral ports and waits until both listeners are up.
     pub fn dp(config: &Path, extra: &[&str]) -> Portico {
+        Portico::dp_waiting(config, extra, &["proxy", "status"])
+    }
+
+    /// [`Portico::dp`], waiting for the named listeners (`"proxy TLS"` too, say).
+    pub fn dp_waiting(config: &Path, extra: &[&str], listeners: &[&str]) -> Portico {
         let mut cmd = portico();
         cmd.args(["--log-format", "json", "dp", "--config"])
             .arg(config)
             .args([
                 "--proxy-listen",
                 "127.0.0.1:0",
+                "--proxy-listen-tls",
+                "127.0.0.1:0",
                 "--status-listen",
                 "127.0.0.1:0",
             ])
             .args(extra);
-        Portico::spawn(cmd)
+        Portico::spawn_waiting(cmd, listeners)
     }
 
     /// Starts `portico cp` on ephemeral ports with its store in `data_dir`.
@@ -79,6 +88,8 @@ impl Portico {
         .args([
             "--proxy-listen",
             "127.0.0.1:0",
+            "--proxy-listen-tls",
+            "127.0.0.1:0",
             "--status-listen",
             "127.0.0.1:0",
         ])
@@ -111,6 +122,7 @@ impl Portico {
             child,
             proxy: none,
             status: none,
+            proxy_tls: none,
             admin: none,
             cluster: none,
             logs: rx,
@@ -121,6 +133,7 @@ impl Portico {
             match *l {
                 "proxy" => p.proxy = addr,
                 "status" => p.status = addr,
+                "proxy TLS" => p.proxy_tls = addr,
                 "admin" => p.admin = addr,
                 "cluster" => p.cluster = addr,
                 other => panic!("unknown listener {other}"),

@@ -56,6 +56,8 @@ pub(super) struct Rule {
     pub hosts: Box<[HostPattern]>,
     pub headers: Box<[HeaderRule]>,
     pub paths: Box<[PathPattern]>,
+    /// The route's `snis` (same wildcard forms as hosts, never a port).
+    pub snis: Box<[HostPattern]>,
     pub strip_path: bool,
     /// The route accepts only TLS (https / grpcs without their plaintext twin).
     pub tls_only: bool,
@@ -71,11 +73,17 @@ impl std::ops::Deref for Matcher {
 }
 
 impl Rule {
-    /// Every field except `paths` (methods, hosts with ports, headers).
+    /// Every field except `paths` (methods, hosts with ports, headers, and snis for a
+    /// request over TLS).
     pub fn matches_non_path(&self, req: &super::RouteRequest<'_>) -> bool {
         self.methods.matches(req.method)
             && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host, req.port)))
             && self.headers.iter().all(|h| h.matches(req.headers))
+            && (self.snis.is_empty()
+                || !req.https
+                || req
+                    .sni
+                    .is_some_and(|sni| self.snis.iter().any(|p| p.matches(sni, 0))))
     }
 
     /// The span of `path` the first matching regex path (in config order, as Kong's `||`
@@ -731,6 +739,7 @@ fn compile_route(
                 hosts: route.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
                 headers: header_rules.clone(),
                 paths: group.paths.into(),
+                snis: route.snis.iter().map(|h| HostPattern::parse(h)).collect(),
                 strip_path: route.strip_path,
                 tls_only: flags.tls_only,
                 grpc_only: flags.grpc_only,
@@ -861,7 +870,8 @@ pub(super) fn priority(route: &Route, group_paths: &[impl AsRef<str>]) -> u64 {
     let weight = u64::from(!route.methods.is_empty())
         + u64::from(!route.hosts.is_empty())
         + u64::from(headers > 0)
-        + u64::from(!group_paths.is_empty());
+        + u64::from(!group_paths.is_empty())
+        + u64::from(!route.snis.is_empty());
     let plain_host_only = !route.hosts.is_empty() && route.hosts.iter().all(|h| !h.contains('*'));
     let regex_url = group_paths
         .first()

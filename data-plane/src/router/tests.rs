@@ -36,6 +36,7 @@ pub(super) trait RouteExt {
     fn regex_priority(self, p: i64) -> Self;
     fn strip(self, s: bool) -> Self;
     fn protocols(self, p: &[Protocol]) -> Self;
+    fn snis(self, s: &[&str]) -> Self;
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -71,6 +72,10 @@ impl RouteExt for Route {
         self.protocols = p.to_vec();
         self
     }
+    fn snis(mut self, s: &[&str]) -> Self {
+        self.snis = strings(s);
+        self
+    }
 }
 
 /// A snapshot with services 0..=3 (no path) and the given routes.
@@ -97,6 +102,7 @@ pub(super) struct Req {
     pub path: String,
     pub headers: HeaderMap,
     pub https: bool,
+    pub sni: Option<String>,
 }
 
 pub(super) fn req(method: &str, host: &str, path: &str) -> Req {
@@ -107,6 +113,7 @@ pub(super) fn req(method: &str, host: &str, path: &str) -> Req {
         path: path.into(),
         headers: HeaderMap::new(),
         https: false,
+        sni: None,
     }
 }
 
@@ -124,6 +131,12 @@ impl Req {
         self.https = true;
         self
     }
+    /// Over TLS, with this server name.
+    pub fn sni(mut self, name: &str) -> Self {
+        self.https = true;
+        self.sni = Some(name.into());
+        self
+    }
     pub fn get(&self) -> RouteRequest<'_> {
         RouteRequest {
             method: &self.method,
@@ -132,6 +145,7 @@ impl Req {
             path: &self.path,
             headers: &self.headers,
             https: self.https,
+            sni: self.sni.as_deref(),
         }
     }
 }
@@ -356,6 +370,39 @@ fn disabled_services_and_stream_routes_are_skipped() {
     let r = Router::new(&snap).expect("router");
     assert_eq!(r.len(), 1);
     assert_eq!(hit(&r, &req("GET", "h", "/a")), "r1");
+}
+
+#[test]
+fn snis_match_only_requests_over_tls_and_add_to_the_match_weight() {
+    let r = router(vec![
+        route(1, 0).paths(&["/api"]).snis(&["a.example.com"]),
+        route(2, 0).paths(&["/api"]).snis(&["*.wild.example.com"]),
+        route(3, 0).paths(&["/api"]),
+        route(4, 0)
+            .snis(&["only.example.com"])
+            .protocols(&[Protocol::Https]),
+    ]);
+    // Same paths: the route with snis outranks the one without when its sni matches.
+    assert_eq!(hit(&r, &req("GET", "h", "/api").sni("a.example.com")), "r0");
+    assert_eq!(
+        hit(&r, &req("GET", "h", "/api").sni("x.wild.example.com")),
+        "r1"
+    );
+    assert_eq!(
+        hit(&r, &req("GET", "h", "/api").sni("other.example.com")),
+        "r2"
+    );
+    // An https request that sent no server name matches no route with snis.
+    assert_eq!(hit(&r, &req("GET", "h", "/api").https()), "r2");
+    // Over plain HTTP snis are not checked (Kong: `net.protocol != "https" || tls.sni == ..`):
+    // r0 and r1 both match at the same priority, and the tie goes by id.
+    assert_eq!(hit(&r, &req("GET", "h", "/api")), "r1");
+    // A route with nothing but snis takes every path of its server name.
+    assert_eq!(
+        hit(&r, &req("GET", "h", "/x").sni("only.example.com")),
+        "r3"
+    );
+    assert_eq!(hit(&r, &req("GET", "h", "/x").sni("a.example.com")), "none");
 }
 
 #[test]

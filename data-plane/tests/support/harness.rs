@@ -168,6 +168,7 @@ impl Gateway {
         let listeners = Listeners {
             proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             status: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            proxy_tls: None,
         };
         let addr = listeners.proxy.local_addr().unwrap();
         let status = listeners.status.local_addr().unwrap();
