@@ -43,9 +43,12 @@ pub struct Service {
     #[serde(deserialize_with = "de::boolean")]
     pub enabled: Option<bool>,
     pub tags: Option<Vec<String>>,
-    pub tls_verify: Option<Value>,
+    #[serde(deserialize_with = "de::boolean")]
+    pub tls_verify: Option<bool>,
     pub tls_verify_depth: Option<Value>,
-    pub ca_certificates: Option<Value>,
+    /// Ids of `ca_certificates` entities.
+    pub ca_certificates: Option<Vec<String>>,
+    /// A `certificates` id, as a string or Kong's `{ id = ... }`.
     pub client_certificate: Option<Value>,
     #[serde(rename = "_comment")]
     pub comment: Option<String>,
@@ -241,6 +244,23 @@ pub struct Certificate {
     pub key: Option<String>,
     pub cert_alt: Option<String>,
     pub key_alt: Option<String>,
+    pub tags: Option<Vec<String>>,
+    #[serde(rename = "_comment")]
+    pub comment: Option<String>,
+    #[serde(rename = "_ignore")]
+    pub ignore: Option<Vec<Value>>,
+    pub created_at: Option<Value>,
+    pub updated_at: Option<Value>,
+}
+
+/// A CA certificate upstream TLS verification trusts (K:kong/db/schema/entities/ca_certificates.lua).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaCertificate {
+    pub id: Option<String>,
+    pub cert: Option<String>,
+    /// Kong computes it; accepted and ignored (Portico keys CA certificates by id).
+    pub cert_digest: Option<String>,
     pub tags: Option<Vec<String>>,
     #[serde(rename = "_comment")]
     pub comment: Option<String>,

@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use crate::digest::{entity_digest, Digests, EntityDigest};
 use crate::error::ConfigIssue;
-use crate::snapshot::{Certificate, Consumer, Plugin, Route, Service, Snapshot, Upstream};
+use crate::snapshot::{
+    CaCertificate, Certificate, Consumer, Plugin, Route, Service, Snapshot, Upstream,
+};
 
 /// What turns one snapshot into another. JSON on the wire; empty collections are left out.
 ///
@@ -36,6 +38,8 @@ pub struct Delta {
     pub plugins: Changes<Plugin>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub certificates: Changes<Certificate>,
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub ca_certificates: Changes<CaCertificate>,
 }
 
 /// The changes to one collection.
@@ -85,7 +89,15 @@ macro_rules! entity {
         }
     )*};
 }
-entity!(Service, Route, Upstream, Consumer, Plugin, Certificate);
+entity!(
+    Service,
+    Route,
+    Upstream,
+    Consumer,
+    Plugin,
+    Certificate,
+    CaCertificate
+);
 
 impl Delta {
     /// What turns `old` into `new` (entities compared by id and digest). The digests must be
@@ -136,6 +148,12 @@ impl Delta {
                 &new.certificates,
                 &new_digests.certificates,
             ),
+            ca_certificates: changes(
+                &old.ca_certificates,
+                &old_digests.ca_certificates,
+                &new.ca_certificates,
+                &new_digests.ca_certificates,
+            ),
         }
     }
 
@@ -147,6 +165,7 @@ impl Delta {
             + self.consumers.len()
             + self.plugins.len()
             + self.certificates.len()
+            + self.ca_certificates.len()
     }
 
     /// No entity upserted or removed (the format version may still change, see [`Delta`]).
@@ -204,6 +223,12 @@ impl Delta {
             &base_digests.certificates,
             &self.certificates,
         )?;
+        let (ca_certificates, ca_certificates_d) = apply_changes(
+            "ca_certificates",
+            &base.ca_certificates,
+            &base_digests.ca_certificates,
+            &self.ca_certificates,
+        )?;
         let digests = Digests {
             services: services_d,
             routes: routes_d,
@@ -211,6 +236,7 @@ impl Delta {
             consumers: consumers_d,
             plugins: plugins_d,
             certificates: certificates_d,
+            ca_certificates: ca_certificates_d,
         };
         let snapshot = Snapshot {
             hash: digests.root(&self.source_format_version),
@@ -221,6 +247,7 @@ impl Delta {
             consumers,
             plugins,
             certificates,
+            ca_certificates,
         };
         Ok((snapshot, digests))
     }

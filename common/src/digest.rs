@@ -40,6 +40,8 @@ pub struct Digests {
     /// Part of the root only when there are certificates, so configs without TLS keep the
     /// hash they had before certificates existed.
     pub certificates: HashMap<Uuid, EntityDigest>,
+    /// As `certificates`: part of the root only when there are some.
+    pub ca_certificates: HashMap<Uuid, EntityDigest>,
 }
 
 /// Domain separation for the root, so it can never equal an entity digest or the old
@@ -60,6 +62,7 @@ impl Digests {
             consumers: collection(&snapshot.consumers, |e| e.id),
             plugins: collection(&snapshot.plugins, |e| e.id),
             certificates: collection(&snapshot.certificates, |e| e.id),
+            ca_certificates: collection(&snapshot.ca_certificates, |e| e.id),
         }
     }
 
@@ -95,6 +98,7 @@ impl Digests {
             ),
             plugins: collection(&snapshot.plugins, |e| e.id),
             certificates: collection(&snapshot.certificates, |e| e.id),
+            ca_certificates: collection(&snapshot.ca_certificates, |e| e.id),
         }
     }
 
@@ -131,7 +135,7 @@ impl Digests {
     }
 
     /// The collections in the root's fixed order, with their snapshot field names
-    /// (`certificates` only when there are some).
+    /// (`certificates` and `ca_certificates` only when there are some).
     fn collections(&self) -> Vec<(&'static str, &HashMap<Uuid, EntityDigest>)> {
         let mut all = vec![
             ("services", &self.services),
@@ -142,6 +146,9 @@ impl Digests {
         ];
         if !self.certificates.is_empty() {
             all.push(("certificates", &self.certificates));
+        }
+        if !self.ca_certificates.is_empty() {
+            all.push(("ca_certificates", &self.ca_certificates));
         }
         all
     }

@@ -234,7 +234,7 @@ pub(crate) fn load_with(
         transform,
         ids: HashMap::new(),
     };
-    let (services, service_index) = service::build(&collected.services, &mut ctx);
+    let (mut services, service_index) = service::build(&collected.services, &mut ctx);
     let (routes, route_index) =
         route::build(&collected.routes, &services, &service_index, &mut ctx);
     let upstreams = upstream::build(&collected.upstreams, &collected.targets, &mut ctx);
@@ -261,6 +261,14 @@ pub(crate) fn load_with(
     };
     let plugins = plugin::build(&collected.plugins, &scopes, &mut ctx);
     let certificates = certificate::build(&collected, &mut ctx);
+    let ca_certificates = certificate::build_ca(&collected, &mut ctx);
+    certificate::service_tls(
+        &collected.services,
+        &mut services,
+        &certificates,
+        &ca_certificates,
+        &mut ctx,
+    );
 
     if ctx.issues.has_errors() {
         return Err(ConfigErrors {
@@ -275,6 +283,7 @@ pub(crate) fn load_with(
         consumers: crate::snapshot::shared(consumers),
         plugins: crate::snapshot::shared(plugins),
         certificates: crate::snapshot::shared(certificates),
+        ca_certificates: crate::snapshot::shared(ca_certificates),
         hash: String::new(),
     };
     let digests = match previous {

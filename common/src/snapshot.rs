@@ -28,6 +28,9 @@ pub struct Snapshot {
     /// are none, so configs without TLS keep their content hash.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<Arc<Certificate>>,
+    /// CA certificates services trust for upstream TLS (left out when none, as above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<Arc<CaCertificate>>,
     /// Hex content hash of everything above ([`crate::digest::Digests::root`]): equal content,
     /// equal hash, whatever the order of the entities in the lists.
     pub hash: String,
@@ -100,6 +103,17 @@ pub struct Service {
     pub read_timeout: u64,
     pub enabled: bool,
     pub tags: Vec<String>,
+    /// `https` upstreams: verify the upstream's certificate (Kong's `tls_verify`; unset means
+    /// no verification, nginx's and so Kong's default). The fields below are left out of the
+    /// serialized form when unset, so services without TLS keep their content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// The [`CaCertificate`]s verification trusts; empty means the system's roots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<Uuid>,
+    /// The [`Certificate`] presented to the upstream (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<Uuid>,
 }
 
 /// A Kong route: which requests match, and how they are rewritten.
@@ -294,5 +308,13 @@ pub struct Sni {
     pub id: Uuid,
     /// Lowercased.
     pub name: String,
+    pub tags: Vec<String>,
+}
+
+/// A CA certificate (PEM, exactly one, with the CA basic constraint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaCertificate {
+    pub id: Uuid,
+    pub cert: String,
     pub tags: Vec<String>,
 }

@@ -57,6 +57,9 @@ impl Service {
             read_timeout: 60_000,
             enabled: true,
             tags: vec![],
+            tls_verify: None,
+            ca_certificates: vec![],
+            client_certificate: None,
         }
     }
 }

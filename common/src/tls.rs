@@ -94,3 +94,37 @@ pub fn algorithm_name(a: SignatureAlgorithm) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// Checks a CA certificate as Kong's `ca_certificates` schema does: exactly one PEM
+/// certificate, with the CA basic constraint, not expired.
+pub fn check_ca(cert_pem: &str) -> Result<CertificateDer<'static>, String> {
+    let mut certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes());
+    let first = match certs.next() {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return Err(format!("invalid certificate: {e}")),
+        None => return Err("invalid certificate: no PEM 'CERTIFICATE' block found".to_owned()),
+    };
+    if certs.next().is_some() {
+        return Err("please submit only one certificate at a time".to_owned());
+    }
+    let (_, parsed) = x509_parser::parse_x509_certificate(&first)
+        .map_err(|e| format!("invalid certificate: {e}"))?;
+    let is_ca = parsed
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    if !is_ca {
+        return Err(
+            "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint"
+                .to_owned(),
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if parsed.validity().not_after.timestamp() < now {
+        return Err("certificate expired, \"Not After\" time is in the past".to_owned());
+    }
+    Ok(first)
+}

@@ -294,3 +294,120 @@ fn route_snis_need_a_tls_protocol() {
     );
     assert!(e.errors[0].path == "services[0].routes[0].snis[0]", "{e}");
 }
+
+fn ca_pem(expired: bool) -> String {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    if expired {
+        params.not_before = rcgen::date_time_ymd(1999, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2000, 1, 1);
+    }
+    params
+        .self_signed(&KeyPair::generate().unwrap())
+        .unwrap()
+        .pem()
+}
+
+#[test]
+fn ca_certificates_must_be_one_unexpired_ca() {
+    let ca = ca_pem(false);
+    let id = "0b7c5f2e-7a3a-4c1e-9d55-6f3c2b1a0e99";
+    let loaded = load(&format!(
+        "ca_certificates:\n- id: {id}\n  cert: {}",
+        block(&ca, 2)
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.snapshot.ca_certificates.len(), 1);
+    assert_eq!(loaded.snapshot.ca_certificates[0].id.to_string(), id);
+
+    let leaf = pair(&["a.example.com"]);
+    let e = refused(&format!(
+        "ca_certificates:\n- cert: {}",
+        block(&leaf.cert, 2)
+    ));
+    assert!(
+        e.has(
+            "ca_certificates[0].cert",
+            "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint"
+        ),
+        "{e}"
+    );
+    let e = refused(&format!(
+        "ca_certificates:\n- cert: {}",
+        block(&ca_pem(true), 2)
+    ));
+    assert!(
+        e.has(
+            "ca_certificates[0].cert",
+            "certificate expired, \"Not After\" time is in the past"
+        ),
+        "{e}"
+    );
+    let two = format!("{ca}{}", ca_pem(false));
+    let e = refused(&format!("ca_certificates:\n- cert: {}", block(&two, 2)));
+    assert!(
+        e.has(
+            "ca_certificates[0].cert",
+            "please submit only one certificate at a time"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn https_services_reference_ca_certificates_and_a_client_certificate() {
+    let ca = ca_pem(false);
+    let client = pair(&["client.example.com"]);
+    let ca_id = "0b7c5f2e-7a3a-4c1e-9d55-6f3c2b1a0e99";
+    let cert_id = "3f4e6a0e-1b0c-4d8e-9a53-0c7f1f0a2b11";
+    let entities = format!(
+        "ca_certificates:\n- id: {ca_id}\n  cert: {}certificates:\n{}  id: {cert_id}\n",
+        block(&ca, 2),
+        cert_entry(&client, "")
+    );
+    let service = |extra: &str| {
+        format!("services:\n- name: s\n  url: https://api.internal:8443\n{extra}{entities}")
+    };
+    let loaded = load(&service(&format!(
+        "  tls_verify: true\n  ca_certificates: [{ca_id}]\n  client_certificate: {{id: {cert_id}}}\n"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = &loaded.snapshot.services[0];
+    assert_eq!(s.tls_verify, Some(true));
+    assert_eq!(s.ca_certificates[0].to_string(), ca_id);
+    assert_eq!(
+        s.client_certificate.map(|c| c.to_string()).as_deref(),
+        Some(cert_id)
+    );
+
+    let other = "9a9a9a9a-1b0c-4d8e-9a53-0c7f1f0a2b11";
+    let e = refused(&service(&format!(
+        "  ca_certificates: [{other}]\n  client_certificate: {other}\n"
+    )));
+    assert!(
+        e.has(
+            "services[0].ca_certificates[0]",
+            &format!("invalid reference '{other}' (no such entry in 'ca_certificates')")
+        ),
+        "{e}"
+    );
+    assert!(
+        e.has(
+            "services[0].client_certificate",
+            &format!(
+                "invalid reference 'client_certificate: {other}' (no such entry in 'certificates')"
+            )
+        ),
+        "{e}"
+    );
+    let e = refused(&format!(
+        "services:\n- name: s\n  url: http://api.internal\n  client_certificate: {cert_id}\n{entities}"
+    ));
+    assert!(
+        e.has(
+            "services[0].client_certificate",
+            "value must be null when 'protocol' is 'http'"
+        ),
+        "{e}"
+    );
+}

@@ -230,6 +230,7 @@ fn unshared(s: &Snapshot) -> Snapshot {
         consumers: copy(&s.consumers),
         plugins: copy(&s.plugins),
         certificates: copy(&s.certificates),
+        ca_certificates: copy(&s.ca_certificates),
         hash: s.hash.clone(),
     }
 }

@@ -454,17 +454,22 @@ fn nested_entity_cannot_name_another_parent() {
 #[test]
 fn unsupported_kong_fields_are_refused_unless_default() {
     assert_only_error(
+        "services:\n- name: s\n  host: h\n  protocol: https\n  tls_verify_depth: 3\n",
+        "services[0].tls_verify_depth",
+        "'tls_verify_depth' is not supported by Portico yet",
+    );
+    assert_only_error(
         "services:\n- name: s\n  host: h\n  tls_verify: true\n",
         "services[0].tls_verify",
-        "'tls_verify' is not supported by Portico yet",
+        "value must be null when 'protocol' is 'http'",
     );
     // Kong exports write these at their defaults; those load.
     let yaml = "_format_version: \"3.0\"\nservices:\n- name: s\n  host: h\n  tls_verify: null\n  client_certificate: null\nupstreams:\n- name: u\n  hash_on_cookie_path: /\n  use_srv_name: false\nroutes:\n- paths: [/]\n  snis: []\n  sources: null\ncertificates: []\n";
     load(yaml).expect("defaults of unsupported fields must load");
     assert_only_error(
-        "ca_certificates:\n- cert: x\n",
-        "ca_certificates",
-        "'ca_certificates' are not supported by Portico yet",
+        "vaults:\n- name: env\n",
+        "vaults",
+        "'vaults' are not supported by Portico yet",
     );
     assert_only_error(
         "upstreams:\n- name: u\n  hash_on: uri_capture\n",

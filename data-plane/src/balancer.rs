@@ -118,14 +118,25 @@ impl Balancer {
     /// Builds the balancer of `upstream`, with target pools from `pools`, and starts its
     /// active health checks when configured (inside a tokio runtime).
     pub fn new(upstream: &Upstream, pools: &Pools) -> Self {
+        Balancer::with_tls(upstream, pools, None)
+    }
+
+    /// A balancer over `upstream` whose targets are spoken to over `tls` (an `https` service
+    /// naming the upstream).
+    pub fn with_tls(
+        upstream: &Upstream,
+        pools: &Pools,
+        tls: Option<&Arc<crate::tls::UpstreamTls>>,
+    ) -> Self {
+        let default_port = if tls.is_some() { 443 } else { 80 };
         let targets: Vec<BalancedTarget> = upstream
             .targets
             .iter()
             .map(|t| {
                 let host = upstream.host_header.as_deref().unwrap_or(&t.host);
                 BalancedTarget {
-                    pool: pools.endpoint(&t.host, t.port),
-                    host_header: crate::headers::host_header_value(host, t.port, 80),
+                    pool: pools.endpoint_tls(&t.host, t.port, tls),
+                    host_header: crate::headers::host_header_value(host, t.port, default_port),
                     address: t.target.clone(),
                     weight: t.weight,
                     health: TargetHealth::default(),

@@ -38,7 +38,8 @@ pub struct Pools {
 
 #[derive(Debug, Default)]
 struct PoolMap {
-    pools: HashMap<(String, u16), Weak<EndpointPool>>,
+    /// By host, port and TLS settings ([`crate::tls::UpstreamTls::key`], empty for plain).
+    pools: HashMap<(String, u16, String), Weak<EndpointPool>>,
     /// Entries after the last sweep of dead ones.
     swept_len: usize,
 }
@@ -46,6 +47,17 @@ struct PoolMap {
 impl Pools {
     /// The pool for `host:port`, shared with every runtime that uses it. Called at compile time.
     pub fn endpoint(&self, host: &str, port: u16) -> Arc<EndpointPool> {
+        self.endpoint_tls(host, port, None)
+    }
+
+    /// The pool for `host:port` spoken with `tls` (an `https` service's settings); pools of
+    /// the same endpoint with other settings never share a connection.
+    pub fn endpoint_tls(
+        &self,
+        host: &str,
+        port: u16,
+        tls: Option<&Arc<crate::tls::UpstreamTls>>,
+    ) -> Arc<EndpointPool> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         // Drop entries no runtime uses any more (their pools, and connections, are already
         // gone; this frees the entry). Only once the map has doubled since the last sweep: a
@@ -54,11 +66,15 @@ impl Pools {
             map.pools.retain(|_, w| w.strong_count() > 0);
             map.swept_len = map.pools.len();
         }
-        let key = (host.to_ascii_lowercase(), port);
+        let key = (
+            host.to_ascii_lowercase(),
+            port,
+            tls.map(|t| t.key.clone()).unwrap_or_default(),
+        );
         if let Some(p) = map.pools.get(&key).and_then(Weak::upgrade) {
             return p;
         }
-        let pool = Arc::new(EndpointPool::new(key.0.clone(), port));
+        let pool = Arc::new(EndpointPool::new(key.0.clone(), port, tls.cloned()));
         map.pools.insert(key, Arc::downgrade(&pool));
         pool
     }
@@ -73,17 +89,25 @@ pub struct EndpointPool {
     address: Arc<str>,
     idle: ArrayQueue<Sender>,
     opened: AtomicU64,
+    /// TLS to the upstream (`https` services).
+    tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 impl EndpointPool {
-    fn new(host: String, port: u16) -> Self {
+    fn new(host: String, port: u16, tls: Option<Arc<crate::tls::UpstreamTls>>) -> Self {
         EndpointPool {
             address: Arc::from(format!("{host}:{port}")),
             host: Arc::from(host),
             port,
             idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
             opened: AtomicU64::new(0),
+            tls,
         }
+    }
+
+    /// The upstream is spoken to over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The endpoint's host.
@@ -145,25 +169,47 @@ impl EndpointPool {
         }
     }
 
-    /// Opens a new connection within `connect_timeout`; writes that stall longer than
-    /// `write_timeout` fail the connection.
+    /// Opens a new connection within `connect_timeout` (for an `https` service, the TLS
+    /// handshake included); writes that stall longer than `write_timeout` fail the connection.
     pub async fn connect(
         &self,
         connect_timeout: Duration,
         write_timeout: Duration,
     ) -> Result<Sender, ProxyError> {
-        let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        let stream = tokio::time::timeout_at(deadline, self.connect_tcp())
             .await
             .map_err(|_| ProxyError::ConnectTimeout)??;
         let _ = stream.set_nodelay(true);
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(write_timeout));
-        let io = TokioIo::new(Box::pin(stream));
+        let stream = Box::pin(stream);
+        let sender = match &self.tls {
+            None => self.handshake(TokioIo::new(stream)).await?,
+            Some(tls) => {
+                let tls_stream = tokio::time::timeout_at(deadline, tls.connect(&self.host, stream))
+                    .await
+                    .map_err(|_| ProxyError::ConnectTimeout)?
+                    .map_err(|e| {
+                        tracing::warn!(upstream = %self.address, error = %e, "upstream TLS handshake failed");
+                        ProxyError::Connect(e)
+                    })?;
+                self.handshake(TokioIo::new(tls_stream)).await?
+            }
+        };
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(sender)
+    }
+
+    /// HTTP/1.1 on a connected stream; the connection is driven by its own task.
+    async fn handshake<I>(&self, io: I) -> Result<Sender, ProxyError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(ProxyError::Upstream)?;
-        self.opened.fetch_add(1, Ordering::Relaxed);
         let host = self.host.clone();
         let port = self.port;
         tokio::spawn(async move {

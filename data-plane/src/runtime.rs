@@ -59,6 +59,10 @@ pub struct Runtime {
     pub version: u64,
     /// Index-aligned with `snapshot.upstreams`; what [`Runtime::recompile`] reuses.
     balancers: Vec<Arc<Balancer>>,
+    /// Balancers of `https` services over an upstream, by upstream id and TLS settings key
+    /// (an upstream's targets spoken to over TLS need their own pools); reused like the
+    /// others.
+    tls_balancers: HashMap<(Uuid, String), (Arc<Upstream>, Arc<Balancer>)>,
 }
 
 impl Runtime {
@@ -146,28 +150,63 @@ impl Runtime {
             .collect();
 
         let mut services = Vec::with_capacity(snapshot.services.len());
+        let mut tls_balancers = HashMap::new();
         for (i, s) in snapshot.services.iter().enumerate() {
             if !s.enabled {
                 services.push(None);
                 continue;
             }
             let name = s.name.clone().unwrap_or_else(|| s.id.to_string());
-            if !matches!(s.protocol, Protocol::Http) {
-                issues.push(ConfigIssue {
-                    path: format!("services[{i}] ({name}).protocol"),
-                    message: format!(
-                        "protocol '{}' is not supported by this data plane yet (only 'http' \
-                         upstreams; TLS and gRPC upstreams come with the TLS issue)",
-                        s.protocol.as_str()
-                    ),
-                });
-                services.push(None);
-                continue;
-            }
-            let destination = match upstreams.get(s.host.as_str()) {
-                Some(&b) => Destination::Balanced(Arc::clone(b)),
-                None => Destination::Direct {
-                    pool: pools.endpoint(&s.host, s.port),
+            let tls = match s.protocol {
+                Protocol::Http => None,
+                Protocol::Https => match crate::tls::UpstreamTls::for_service(s, &snapshot) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(message) => {
+                        issues.push(ConfigIssue {
+                            path: format!("services[{i}] ({name})"),
+                            message,
+                        });
+                        services.push(None);
+                        continue;
+                    }
+                },
+                other => {
+                    issues.push(ConfigIssue {
+                        path: format!("services[{i}] ({name}).protocol"),
+                        message: format!(
+                            "protocol '{}' is not supported by this data plane yet (only 'http' \
+                             and 'https' upstreams; gRPC upstreams come with the gRPC work)",
+                            other.as_str()
+                        ),
+                    });
+                    services.push(None);
+                    continue;
+                }
+            };
+            let balanced = snapshot
+                .upstreams
+                .iter()
+                .find(|u| u.name == s.host)
+                .filter(|_| tls.is_some());
+            let destination = match (upstreams.get(s.host.as_str()), balanced, &tls) {
+                (Some(_), Some(u), Some(t)) => {
+                    let key = (u.id, t.key.clone());
+                    let reused = previous
+                        .and_then(|rt| rt.tls_balancers.get(&key))
+                        .filter(|(old, _)| **old == **u)
+                        .cloned();
+                    let (u, b) = reused.unwrap_or_else(|| {
+                        (
+                            Arc::clone(u),
+                            Arc::new(Balancer::with_tls(u, pools, Some(t))),
+                        )
+                    });
+                    tls_balancers.insert(key, (u, Arc::clone(&b)));
+                    Destination::Balanced(b)
+                }
+                (Some(&b), _, _) => Destination::Balanced(Arc::clone(b)),
+                (None, _, _) => Destination::Direct {
+                    pool: pools.endpoint_tls(&s.host, s.port, tls.as_ref()),
                     host_header: crate::headers::host_header_value(
                         &s.host,
                         s.port,
@@ -210,6 +249,7 @@ impl Runtime {
                 loaded_at: SystemTime::now(),
                 version: 0,
                 balancers,
+                tls_balancers,
             }),
             _ => Err(issues),
         }

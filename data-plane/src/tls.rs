@@ -20,6 +20,8 @@ use std::sync::Arc;
 use portico_common::snapshot::{Certificate, Snapshot};
 use portico_common::tls::{parse, Field};
 use portico_common::ConfigIssue;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SignatureScheme};
@@ -221,4 +223,178 @@ pub fn server_config(
         }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// How one `https` service's upstream connections speak TLS: whether and against which roots
+/// the upstream's certificate is verified, and the client certificate presented (mutual TLS).
+/// The server name sent and verified is the target's host.
+pub struct UpstreamTls {
+    connector: tokio_rustls::TlsConnector,
+    /// Identifies the settings and the PEM they came from: connection pools are keyed by it,
+    /// so a changed CA or client certificate never reuses a connection made with the old one.
+    pub key: String,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTls {
+    /// The TLS settings of `service` (an `https` service of `snapshot`). Errors say what is
+    /// wrong, for the caller to name the service.
+    pub fn for_service(
+        service: &portico_common::snapshot::Service,
+        snapshot: &Snapshot,
+    ) -> Result<UpstreamTls, String> {
+        use std::hash::{Hash, Hasher};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verify = service.tls_verify.unwrap_or(false);
+        let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let builder = if verify {
+            let mut roots = rustls::RootCertStore::empty();
+            if service.ca_certificates.is_empty() {
+                roots.add_parsable_certificates(system_roots().iter().cloned());
+                if roots.is_empty() {
+                    return Err("tls_verify is on but this host has no system CA certificates; list the upstream's CA in 'ca_certificates'".to_owned());
+                }
+            }
+            for id in &service.ca_certificates {
+                let ca = snapshot
+                    .ca_certificates
+                    .iter()
+                    .find(|c| c.id == *id)
+                    .ok_or_else(|| format!("ca_certificates: no CA certificate {id}"))?;
+                ca.cert.hash(&mut fingerprint);
+                let der = CertificateDer::from_pem_slice(ca.cert.as_bytes())
+                    .map_err(|e| format!("ca_certificates {id}: {e}"))?;
+                roots
+                    .add(der)
+                    .map_err(|e| format!("ca_certificates {id}: {e}"))?;
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        };
+        let mut config = match service.client_certificate {
+            Some(id) => {
+                let cert = snapshot
+                    .certificates
+                    .iter()
+                    .find(|c| c.id == id)
+                    .ok_or_else(|| format!("client_certificate: no certificate {id}"))?;
+                cert.cert.hash(&mut fingerprint);
+                cert.key.hash(&mut fingerprint);
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(cert.cert.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("client_certificate {id}: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(cert.key.as_bytes())
+                    .map_err(|_| format!("client_certificate {id}: invalid key"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("client_certificate {id}: {e}"))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let key = format!(
+            "verify={verify};ca={:?};client={:?};{:016x}",
+            service.ca_certificates,
+            service.client_certificate,
+            fingerprint.finish()
+        );
+        Ok(UpstreamTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            key,
+        })
+    }
+
+    /// Runs the client handshake on `io` for `host`.
+    pub async fn connect<IO>(
+        &self,
+        host: &str,
+        io: IO,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{host}' is not a valid TLS server name"),
+            )
+        })?;
+        self.connector.connect(name, io).await
+    }
+}
+
+/// The system's CA certificates, read once.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "cannot read a system CA certificate");
+        }
+        found.certs
+    })
+}
+
+/// Kong's default for `tls_verify` unset or false: the upstream's certificate is not checked
+/// (the handshake's signatures still are).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -8,7 +8,7 @@ use super::collect::{Collected, Item, Parent};
 use super::{ids, Ctx, Index};
 use crate::config;
 use crate::error::field_path;
-use crate::snapshot::{Certificate, Sni};
+use crate::snapshot::{CaCertificate, Certificate, Service, Sni};
 use crate::tls::{self, Field};
 
 /// Validates certificates, then attaches every SNI to its certificate.
@@ -130,4 +130,91 @@ fn sni(item: &Item<config::Sni>, ctx: &mut Ctx) -> Option<Sni> {
     // A nested SNI names no certificate; a top-level one must (checked by the caller).
     debug_assert!(item.parent == Parent::Top || cfg.certificate.is_none());
     Some(Sni { id, name, tags })
+}
+
+/// CA certificates (KONG.md §1.7): one CA certificate each, not expired.
+pub(crate) fn build_ca(c: &Collected, ctx: &mut Ctx) -> Vec<CaCertificate> {
+    let mut out = Vec::with_capacity(c.ca_certificates.len());
+    for item in &c.ca_certificates {
+        let (cfg, path) = (&item.cfg, item.path.as_str());
+        let explicit = explicit_id(&cfg.id, path, &mut ctx.issues);
+        let cert = checks::required(&cfg.cert, path, "cert", &mut ctx.issues).cloned();
+        if let Some(pem) = &cert {
+            if let Err(msg) = tls::check_ca(pem) {
+                ctx.issues.error(&field_path(path, "cert"), msg);
+            }
+        }
+        let (id, from) = ids::assign(
+            "ca_certificates",
+            explicit,
+            Some(cert.as_deref().unwrap_or("").trim()),
+            "",
+        );
+        ctx.claim_id("ca_certificates", id, from, path);
+        out.push(CaCertificate {
+            id,
+            cert: cert.unwrap_or_default(),
+            tags: checks::tags(&cfg.tags, path, &mut ctx.issues),
+        });
+    }
+    out
+}
+
+/// Resolves each https service's `ca_certificates` and `client_certificate` (ids of the
+/// entities above; Kong's `{ id = ... }` form is taken too). `services` is aligned with
+/// `items`.
+pub(crate) fn service_tls(
+    items: &[Item<config::Service>],
+    services: &mut [Service],
+    certificates: &[Certificate],
+    cas: &[CaCertificate],
+    ctx: &mut Ctx,
+) {
+    for (item, service) in items.iter().zip(services.iter_mut()) {
+        let path = item.path.as_str();
+        for (i, reference) in item.cfg.ca_certificates.iter().flatten().enumerate() {
+            let field = crate::error::index_path(&field_path(path, "ca_certificates"), i);
+            match uuid::Uuid::parse_str(reference)
+                .ok()
+                .filter(|id| cas.iter().any(|c| c.id == *id))
+            {
+                Some(id) if !service.ca_certificates.contains(&id) => {
+                    service.ca_certificates.push(id);
+                }
+                Some(_) => {}
+                None => ctx.issues.error(
+                    &field,
+                    format!("invalid reference '{reference}' (no such entry in 'ca_certificates')"),
+                ),
+            }
+        }
+        let reference = match &item.cfg.client_certificate {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Object(o)) => match o.get("id") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                _ => Some(String::new()),
+            },
+            Some(_) => Some(String::new()),
+        };
+        if let Some(reference) = reference {
+            let field = field_path(path, "client_certificate");
+            match uuid::Uuid::parse_str(&reference)
+                .ok()
+                .filter(|id| certificates.iter().any(|c| c.id == *id))
+            {
+                Some(id) => service.client_certificate = Some(id),
+                None if reference.is_empty() => ctx.issues.error(
+                    &field,
+                    "expected a certificate id, or an object with its 'id'",
+                ),
+                None => ctx.issues.error(
+                    &field,
+                    format!(
+                        "invalid reference 'client_certificate: {reference}' (no such entry in 'certificates')"
+                    ),
+                ),
+            }
+        }
+    }
 }

@@ -59,6 +59,7 @@ pub(crate) struct Collected {
     pub plugins: Vec<(Item<config::Plugin>, PluginParent)>,
     pub certificates: Vec<Item<config::Certificate>>,
     pub snis: Vec<Item<config::Sni>>,
+    pub ca_certificates: Vec<Item<config::CaCertificate>>,
 }
 
 /// Top-level keys holding entities Portico reads.
@@ -75,11 +76,11 @@ pub(crate) const ENTITY_KEYS: &[&str] = &[
     "acls",
     "certificates",
     "snis",
+    "ca_certificates",
 ];
 
 /// Top-level keys Kong knows that Portico does not implement yet: refused unless empty.
 pub(crate) const UNSUPPORTED_KEYS: &[&str] = &[
-    "ca_certificates",
     "vaults",
     "key_sets",
     "keys",
@@ -174,6 +175,10 @@ pub(crate) fn collect(doc: &Map<String, Value>, issues: &mut Issues) -> Collecte
     }
     for (path, obj) in list(doc, "", "snis", issues) {
         c.snis.push(item(obj, &[], &path, Parent::Top, issues));
+    }
+    for (path, obj) in list(doc, "", "ca_certificates", issues) {
+        c.ca_certificates
+            .push(item(obj, &[], &path, Parent::Top, issues));
     }
     c
 }
@@ -422,6 +427,7 @@ impl Authored for config::Acl {}
 impl Authored for config::Plugin {}
 impl Authored for config::Certificate {}
 impl Authored for config::Sni {}
+impl Authored for config::CaCertificate {}
 
 /// Fields that never count as an entity's content: metadata and foreign keys.
 const NOT_CONTENT: &[&str] = &[

@@ -132,13 +132,33 @@ fn service(item: &Item<config::Service>, ctx: &mut Ctx) -> Service {
     let write_timeout = timeout(cfg.write_timeout, "write_timeout", issues);
     let read_timeout = timeout(cfg.read_timeout, "read_timeout", issues);
 
-    for (field, value) in [
-        ("tls_verify", &cfg.tls_verify),
-        ("tls_verify_depth", &cfg.tls_verify_depth),
-        ("ca_certificates", &cfg.ca_certificates),
-        ("client_certificate", &cfg.client_certificate),
-    ] {
-        checks::unsupported(value, &Value::Null, path, field, issues);
+    checks::unsupported(
+        &cfg.tls_verify_depth,
+        &Value::Null,
+        path,
+        "tls_verify_depth",
+        issues,
+    );
+    // The references themselves are resolved once certificates are known
+    // (`certificate::service_tls`).
+    if !matches!(protocol, Protocol::Https) {
+        let client = cfg.client_certificate.as_ref().filter(|v| !v.is_null());
+        let cas = cfg.ca_certificates.as_ref().filter(|v| !v.is_empty());
+        for (field, set) in [
+            ("tls_verify", cfg.tls_verify.is_some()),
+            ("ca_certificates", cas.is_some()),
+            ("client_certificate", client.is_some()),
+        ] {
+            if set {
+                issues.error(
+                    &field_path(path, field),
+                    format!(
+                        "value must be null when 'protocol' is '{}'",
+                        protocol.as_str()
+                    ),
+                );
+            }
+        }
     }
     let tags = checks::tags(&cfg.tags, path, issues);
 
@@ -164,6 +184,9 @@ fn service(item: &Item<config::Service>, ctx: &mut Ctx) -> Service {
         read_timeout: read_timeout as u64,
         enabled: cfg.enabled.unwrap_or(true),
         tags,
+        tls_verify: cfg.tls_verify,
+        ca_certificates: Vec::new(),
+        client_certificate: None,
     }
 }
 
