@@ -176,6 +176,18 @@ impl EndpointPool {
         connect_timeout: Duration,
         write_timeout: Duration,
     ) -> Result<Sender, ProxyError> {
+        self.connect_with(connect_timeout, write_timeout, false)
+            .await
+    }
+
+    /// [`EndpointPool::connect`]; with `upgrades`, the connection can be taken over by a
+    /// `101 Switching Protocols` (a WebSocket tunnel) and must not go back to the pool.
+    pub async fn connect_with(
+        &self,
+        connect_timeout: Duration,
+        write_timeout: Duration,
+        upgrades: bool,
+    ) -> Result<Sender, ProxyError> {
         let deadline = tokio::time::Instant::now() + connect_timeout;
         let stream = tokio::time::timeout_at(deadline, self.connect_tcp())
             .await
@@ -185,7 +197,7 @@ impl EndpointPool {
         stream.set_write_timeout(Some(write_timeout));
         let stream = Box::pin(stream);
         let sender = match &self.tls {
-            None => self.handshake(TokioIo::new(stream)).await?,
+            None => self.handshake(TokioIo::new(stream), upgrades).await?,
             Some(tls) => {
                 let tls_stream = tokio::time::timeout_at(deadline, tls.connect(&self.host, stream))
                     .await
@@ -194,7 +206,7 @@ impl EndpointPool {
                         tracing::warn!(upstream = %self.address, error = %e, "upstream TLS handshake failed");
                         ProxyError::Connect(e)
                     })?;
-                self.handshake(TokioIo::new(tls_stream)).await?
+                self.handshake(TokioIo::new(tls_stream), upgrades).await?
             }
         };
         self.opened.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +214,7 @@ impl EndpointPool {
     }
 
     /// HTTP/1.1 on a connected stream; the connection is driven by its own task.
-    async fn handshake<I>(&self, io: I) -> Result<Sender, ProxyError>
+    async fn handshake<I>(&self, io: I, upgrades: bool) -> Result<Sender, ProxyError>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -213,7 +225,12 @@ impl EndpointPool {
         let host = self.host.clone();
         let port = self.port;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = if upgrades {
+                conn.with_upgrades().await
+            } else {
+                conn.await
+            };
+            if let Err(e) = result {
                 tracing::debug!(upstream = %host, port, error = %e, "upstream connection ended");
             }
         });

@@ -292,6 +292,7 @@ async fn proxy(
     }
 
     let (mut parts, body) = req.into_parts();
+    let upgrade = websocket_upgrade(&mut parts);
     let original = original_host(&parts.headers, &parts.uri, parts.version)?;
     let host = routing_host(original.as_ref())?;
     let orig_uri = std::mem::take(&mut parts.uri);
@@ -492,6 +493,16 @@ async fn proxy(
         None
     };
     headers::forward_request_headers(&mut parts.headers, &forwarding, client_ip, &shared.via);
+    if let Some(up) = &upgrade {
+        // Hop-by-hop, so stripped above; a WebSocket handshake needs them on the next hop.
+        parts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        parts
+            .headers
+            .insert(http::header::UPGRADE, up.protocol.clone());
+    }
     parts.headers.insert(REQUEST_ID, request_id.clone());
     parts.version = Version::HTTP_11;
 
@@ -532,6 +543,7 @@ async fn proxy(
         hash_key,
         observed.trace.as_ref(),
         &mut attempts,
+        upgrade.is_some(),
     )
     .await;
     let upstream_latency = upstream_start.elapsed();
@@ -555,7 +567,24 @@ async fn proxy(
     if result.is_err() {
         observed.response_headers = std::mem::take(&mut ctx.response_headers);
     }
-    let resp = result?;
+    let mut resp = result?;
+
+    if let Some(up) = upgrade.filter(|_| resp.status() == http::StatusCode::SWITCHING_PROTOCOLS) {
+        // The upstream took the upgrade: answer 101 with its handshake headers and join the
+        // two connections. The tunnel is its own task, on no runtime config: a config swap
+        // never closes it.
+        let upstream = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        parts
+            .headers
+            .extend(std::mem::take(&mut ctx.response_headers));
+        parts.headers.append(VIA, shared.via.clone());
+        tokio::spawn(tunnel(up.client, upstream, service.name.clone()));
+        return Ok(Response::from_parts(
+            parts,
+            ProxyBody::full(bytes::Bytes::new()),
+        ));
+    }
 
     let (mut parts, body) = resp.into_parts();
     parts
@@ -588,6 +617,60 @@ struct Attempts {
     last: Option<std::sync::Arc<EndpointPool>>,
 }
 
+/// A WebSocket handshake the proxy passes through: the `Upgrade` value to send upstream and
+/// the client connection's side of the upgrade.
+struct Upgrade {
+    protocol: HeaderValue,
+    client: hyper::upgrade::OnUpgrade,
+}
+
+/// An HTTP/1.1 `GET` asking to switch to `websocket` (`Connection: upgrade`). Only WebSocket
+/// goes through: any other `Upgrade` (`h2c` above all, SECURITY.md §2.3) is dropped as a
+/// hop-by-hop header and the request is served as plain HTTP/1.1.
+fn websocket_upgrade(parts: &mut http::request::Parts) -> Option<Upgrade> {
+    if parts.version != Version::HTTP_11 || parts.method != Method::GET {
+        return None;
+    }
+    let protocol = parts.headers.get(http::header::UPGRADE)?;
+    if !protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
+    let asks = parts
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !asks {
+        return None;
+    }
+    let protocol = protocol.clone();
+    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+    Some(Upgrade { protocol, client })
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    service: String,
+) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(service = %service, error = %e, "WebSocket upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(service = %service, error = %e, "WebSocket connection ended");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn send_with_retries(
     request: Request<UpstreamBody>,
     service: &CompiledService,
@@ -596,6 +679,7 @@ async fn send_with_retries(
     key: RequestKey,
     trace: Option<&RequestTrace>,
     attempts: &mut Attempts,
+    upgrade: bool,
 ) -> Result<Response<Incoming>, ProxyError> {
     let mut request = Some(request);
     let mut retries_left = service.retries;
@@ -626,10 +710,11 @@ async fn send_with_retries(
             }
         };
 
-        let (mut sender, pooled) = match pool.checkout() {
+        // A WebSocket handshake gets a connection of its own: it becomes the tunnel.
+        let (mut sender, pooled) = match pool.checkout().filter(|_| !upgrade) {
             Some(s) => (s, true),
             None => match pool
-                .connect(service.connect_timeout, service.write_timeout)
+                .connect_with(service.connect_timeout, service.write_timeout, upgrade)
                 .await
             {
                 Ok(s) => (s, false),
@@ -662,7 +747,9 @@ async fn send_with_retries(
             Ok(Ok(mut resp)) => {
                 end(span, Ok(resp.status().as_u16()));
                 peer.report(balancer::Outcome::Status(resp.status().as_u16()));
-                pool.checkin(sender);
+                if !upgrade {
+                    pool.checkin(sender);
+                }
                 // Kong's hash cookie, made up for a client that had none: appended, so the
                 // upstream's own cookies stay.
                 if let Some(cookie) = &key.set_cookie {

@@ -182,7 +182,8 @@ async fn serve_with<H, F>(
             };
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service(conn));
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn));
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => {
@@ -193,8 +194,10 @@ async fn serve_with<H, F>(
                                 sni: stream.get_ref().1.server_name().map(Arc::from),
                                 ..conn
                             };
-                            let conn =
-                                builder.serve_connection(TokioIo::new(stream), service(conn));
+                            let conn = builder.serve_connection_with_upgrades(
+                                TokioIo::new(stream),
+                                service(conn),
+                            );
                             watcher.watch(conn.into_owned()).await
                         }
                         Ok(Err(e)) => {
