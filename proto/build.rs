@@ -16,5 +16,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".portico.v1.Update.snapshot_json")
         .bytes(".portico.v1.Update.delta_json")
         .compile_fds(fds)?;
+
+    // Test-only protos (the `testing` feature, enabled by dev-dependencies).
+    if std::env::var_os("CARGO_FEATURE_TESTING").is_some() {
+        let testing = ["proto/portico/testing/v1/echo.proto"];
+        for p in testing {
+            println!("cargo:rerun-if-changed={p}");
+        }
+        let fds = protox::compile(testing, ["proto"])?;
+        tonic_prost_build::configure().compile_fds(fds)?;
+    }
     Ok(())
 }

@@ -118,15 +118,16 @@ impl Balancer {
     /// Builds the balancer of `upstream`, with target pools from `pools`, and starts its
     /// active health checks when configured (inside a tokio runtime).
     pub fn new(upstream: &Upstream, pools: &Pools) -> Self {
-        Balancer::with_tls(upstream, pools, None)
+        Balancer::with_transport(upstream, pools, None, false)
     }
 
-    /// A balancer over `upstream` whose targets are spoken to over `tls` (an `https` service
-    /// naming the upstream).
-    pub fn with_tls(
+    /// A balancer over `upstream` whose targets are spoken to over `tls` and, with `http2`,
+    /// HTTP/2 (an `https`, `grpc` or `grpcs` service naming the upstream).
+    pub fn with_transport(
         upstream: &Upstream,
         pools: &Pools,
         tls: Option<&Arc<crate::tls::UpstreamTls>>,
+        http2: bool,
     ) -> Self {
         let default_port = if tls.is_some() { 443 } else { 80 };
         let targets: Vec<BalancedTarget> = upstream
@@ -135,7 +136,7 @@ impl Balancer {
             .map(|t| {
                 let host = upstream.host_header.as_deref().unwrap_or(&t.host);
                 BalancedTarget {
-                    pool: pools.endpoint_tls(&t.host, t.port, tls),
+                    pool: pools.endpoint_for(&t.host, t.port, tls, http2),
                     host_header: crate::headers::host_header_value(host, t.port, default_port),
                     address: t.target.clone(),
                     weight: t.weight,

@@ -1,5 +1,6 @@
 //! Upstream connections: one pool per endpoint (`host:port`), holding idle HTTP/1.1 keep-alive
-//! connections in a lock-free queue.
+//! connections in a lock-free queue, or, for gRPC services, one shared HTTP/2 connection that
+//! every request multiplexes on.
 //!
 //! Pools live in [`Pools`], outside any runtime, keyed by endpoint, so a config swap that keeps an
 //! endpoint keeps its warm connections. The map is consulted only when a runtime is compiled; the
@@ -11,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_io_timeout::TimeoutStream;
@@ -21,7 +23,43 @@ use crate::error::ProxyError;
 use crate::upstream_body::UpstreamBody;
 
 /// A sender on one upstream connection.
-pub type Sender = http1::SendRequest<UpstreamBody>;
+#[derive(Debug)]
+pub enum Sender {
+    /// HTTP/1.1: one request at a time; back to the pool after its response head.
+    H1(http1::SendRequest<UpstreamBody>),
+    /// HTTP/2 (gRPC services): a clone of the endpoint's shared connection.
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Sends `req`; a request the connection never wrote comes back in the error.
+    pub async fn send(
+        &mut self,
+        req: http::Request<UpstreamBody>,
+    ) -> Result<
+        http::Response<hyper::body::Incoming>,
+        hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+    > {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
+}
 
 /// Idle connections kept per endpoint; beyond this, finished connections are closed. Sized for
 /// peak concurrency (PERF.md B.7: an undersized idle cache reopens connections constantly).
@@ -58,6 +96,18 @@ impl Pools {
         port: u16,
         tls: Option<&Arc<crate::tls::UpstreamTls>>,
     ) -> Arc<EndpointPool> {
+        self.endpoint_for(host, port, tls, false)
+    }
+
+    /// The pool for `host:port` spoken with `tls` and, with `http2`, over one shared HTTP/2
+    /// connection (gRPC services: h2c prior knowledge, or h2 over TLS).
+    pub fn endpoint_for(
+        &self,
+        host: &str,
+        port: u16,
+        tls: Option<&Arc<crate::tls::UpstreamTls>>,
+        http2: bool,
+    ) -> Arc<EndpointPool> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         // Drop entries no runtime uses any more (their pools, and connections, are already
         // gone; this frees the entry). Only once the map has doubled since the last sweep: a
@@ -69,12 +119,16 @@ impl Pools {
         let key = (
             host.to_ascii_lowercase(),
             port,
-            tls.map(|t| t.key.clone()).unwrap_or_default(),
+            format!(
+                "{}{}",
+                if http2 { "h2|" } else { "" },
+                tls.map(|t| t.key.as_str()).unwrap_or_default()
+            ),
         );
         if let Some(p) = map.pools.get(&key).and_then(Weak::upgrade) {
             return p;
         }
-        let pool = Arc::new(EndpointPool::new(key.0.clone(), port, tls.cloned()));
+        let pool = Arc::new(EndpointPool::new(key.0.clone(), port, tls.cloned(), http2));
         map.pools.insert(key, Arc::downgrade(&pool));
         pool
     }
@@ -89,20 +143,33 @@ pub struct EndpointPool {
     address: Arc<str>,
     idle: ArrayQueue<Sender>,
     opened: AtomicU64,
-    /// TLS to the upstream (`https` services).
+    /// TLS to the upstream (`https` and `grpcs` services).
     tls: Option<Arc<crate::tls::UpstreamTls>>,
+    /// The shared HTTP/2 connection of a gRPC endpoint (replaced when it closes).
+    h2: Option<ArcSwapOption<http2::SendRequest<UpstreamBody>>>,
 }
 
 impl EndpointPool {
-    fn new(host: String, port: u16, tls: Option<Arc<crate::tls::UpstreamTls>>) -> Self {
+    fn new(
+        host: String,
+        port: u16,
+        tls: Option<Arc<crate::tls::UpstreamTls>>,
+        http2: bool,
+    ) -> Self {
         EndpointPool {
             address: Arc::from(format!("{host}:{port}")),
             host: Arc::from(host),
             port,
-            idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
+            idle: ArrayQueue::new(if http2 { 1 } else { MAX_IDLE_PER_ENDPOINT }),
             opened: AtomicU64::new(0),
             tls,
+            h2: http2.then(ArcSwapOption::empty),
         }
+    }
+
+    /// Requests go over HTTP/2 (gRPC): absolute URIs, no `Host` header.
+    pub fn is_http2(&self) -> bool {
+        self.h2.is_some()
     }
 
     /// The upstream is spoken to over TLS.
@@ -139,6 +206,14 @@ impl EndpointPool {
     /// finishing its previous exchange goes back to the end of the queue, and after
     /// [`BUSY_SKIPS`] of those the caller opens a new connection instead of waiting.
     pub fn checkout(&self) -> Option<Sender> {
+        if let Some(h2) = &self.h2 {
+            // One connection multiplexes every request; a closed one is replaced on connect.
+            return h2
+                .load()
+                .as_ref()
+                .filter(|s| !s.is_closed())
+                .map(|s| Sender::H2(http2::SendRequest::clone(s)));
+        }
         let mut busy = 0;
         while let Some(s) = self.idle.pop() {
             if s.is_ready() {
@@ -164,7 +239,7 @@ impl EndpointPool {
     /// skips it until then. Queuing it at once, rather than from a task that waits for it to
     /// be ready, costs the request path no task spawn.
     pub fn checkin(&self, sender: Sender) {
-        if !sender.is_closed() {
+        if matches!(sender, Sender::H1(_)) && !sender.is_closed() {
             let _ = self.idle.push(sender);
         }
     }
@@ -218,6 +293,23 @@ impl EndpointPool {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
+        if let Some(shared) = &self.h2 {
+            let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(io)
+                .await
+                .map_err(ProxyError::Upstream)?;
+            let host = self.host.clone();
+            let port = self.port;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(upstream = %host, port, error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            shared.store(Some(Arc::new(sender.clone())));
+            return Ok(Sender::H2(sender));
+        }
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -234,7 +326,7 @@ impl EndpointPool {
                 tracing::debug!(upstream = %host, port, error = %e, "upstream connection ended");
             }
         });
-        Ok(sender)
+        Ok(Sender::H1(sender))
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {

@@ -56,7 +56,11 @@ pub async fn handle(
     shared.stats.requests_total.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveRequest::enter(&shared.stats.requests_active);
     let request_id = shared.ids.for_request(req.headers());
-    let format = ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT));
+    let format = if ErrorFormat::is_grpc(&req) {
+        ErrorFormat::Grpc
+    } else {
+        ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT))
+    };
     let method = req.method().clone();
     let bytes_in = req.body().size_hint().exact();
     let telemetry = &shared.telemetry;
@@ -492,7 +496,18 @@ async fn proxy(
     } else {
         None
     };
+    // gRPC needs `te: trailers` end to end (HTTP/2 allows TE with no other value).
+    let te_trailers = service.http2.is_some()
+        && parts
+            .headers
+            .get(http::header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     headers::forward_request_headers(&mut parts.headers, &forwarding, client_ip, &shared.via);
+    if te_trailers {
+        parts
+            .headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(up) = &upgrade {
         // Hop-by-hop, so stripped above; a WebSocket handshake needs them on the next hop.
         parts.headers.insert(
@@ -504,7 +519,11 @@ async fn proxy(
             .insert(http::header::UPGRADE, up.protocol.clone());
     }
     parts.headers.insert(REQUEST_ID, request_id.clone());
-    parts.version = Version::HTTP_11;
+    parts.version = if service.http2.is_some() {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
 
     // hyper's client sends GET/HEAD with a body of unknown length as *no body*; keep the
     // body by framing it explicitly (SECURITY.md §5.4 item 4).
@@ -695,7 +714,23 @@ async fn send_with_retries(
         let host = preserved_host
             .clone()
             .unwrap_or_else(|| host_header.clone());
-        req.headers_mut().insert(HOST, host);
+        match &service.http2 {
+            // HTTP/2 carries the host in `:authority`, from an absolute URI.
+            Some(scheme) => {
+                let authority = http::uri::Authority::try_from(host.as_bytes())
+                    .map_err(|_| ProxyError::BadRequest("Invalid Host"))?;
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(scheme.clone());
+                uri.authority = Some(authority);
+                uri.path_and_query = req.uri().path_and_query().cloned();
+                *req.uri_mut() =
+                    Uri::from_parts(uri).map_err(|_| ProxyError::Internal("upstream URI"))?;
+                req.headers_mut().remove(HOST);
+            }
+            None => {
+                req.headers_mut().insert(HOST, host);
+            }
+        }
         attempts.tries += 1;
         attempts.last = Some(std::sync::Arc::clone(pool));
         // Each attempt is a span, and the upstream continues the trace from it.
@@ -742,7 +777,7 @@ async fn send_with_retries(
             },
         };
 
-        let result = tokio::time::timeout(service.read_timeout, sender.try_send_request(req)).await;
+        let result = tokio::time::timeout(service.read_timeout, sender.send(req)).await;
         match result {
             Ok(Ok(mut resp)) => {
                 end(span, Ok(resp.status().as_u16()));

@@ -168,9 +168,22 @@ pub enum ErrorFormat {
     Html,
     Xml,
     Plain,
+    /// A gRPC request (HTTP/2, `content-type: application/grpc*`): errors are trailers-only
+    /// gRPC responses, HTTP 200 with `grpc-status` and `grpc-message`.
+    Grpc,
 }
 
 impl ErrorFormat {
+    /// Whether `req` is a gRPC call (so its errors must be gRPC statuses). Over HTTP/1 it is
+    /// not: Kong's 426 "Please use HTTP2 protocol" is the answer there.
+    pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
+        req.version() == http::Version::HTTP_2
+            && req
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    }
+
     /// Picks the format from an `Accept` header the way Kong's `get_response_type` does: the
     /// media range with the highest q wins, unknown types fall back to JSON.
     pub fn from_accept(accept: Option<&HeaderValue>) -> Self {
@@ -211,6 +224,7 @@ impl ErrorFormat {
             ErrorFormat::Html => "text/html; charset=utf-8",
             ErrorFormat::Xml => "application/xml; charset=utf-8",
             ErrorFormat::Plain => "text/plain; charset=utf-8",
+            ErrorFormat::Grpc => "application/grpc",
         }
     }
 
@@ -233,6 +247,7 @@ impl ErrorFormat {
                 escape_markup(request_id)
             ),
             ErrorFormat::Plain => format!("{message}\nrequest_id: {request_id}\n"),
+            ErrorFormat::Grpc => String::new(),
         }
     }
 }
@@ -251,6 +266,9 @@ pub fn error_response(
     request_id: &str,
     format: ErrorFormat,
 ) -> Response<ProxyBody> {
+    if format == ErrorFormat::Grpc {
+        return grpc_error(status, message);
+    }
     let body = format.render(message, request_id);
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
@@ -258,6 +276,45 @@ pub fn error_response(
         CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
+    resp
+}
+
+/// gRPC codes for the statuses the gateway answers itself (Kong's `HTTP_TO_GRPC_STATUS`,
+/// with 502 as UNAVAILABLE and 413 as RESOURCE_EXHAUSTED).
+pub fn grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        200 => 0,
+        400 => 3,
+        401 => 16,
+        403 => 7,
+        404 => 5,
+        409 => 6,
+        413 | 429 => 8,
+        499 => 1,
+        500 => 13,
+        501 => 12,
+        502 | 503 => 14,
+        504 => 4,
+        _ => 2,
+    }
+}
+
+/// Characters `grpc-message` percent-encodes: everything but printable ASCII, and `%`.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// A trailers-only gRPC error: HTTP 200 with the status and message as headers.
+fn grpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(grpc_status(status))),
+    );
+    let encoded = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+    if let Ok(v) = HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
+    }
     resp
 }
 

@@ -34,6 +34,8 @@ pub enum Destination {
 pub struct CompiledService {
     pub name: String,
     pub destination: Destination,
+    /// `grpc`/`grpcs`: requests go over HTTP/2 with an absolute URI of this scheme.
+    pub http2: Option<http::uri::Scheme>,
     pub retries: u32,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -59,9 +61,9 @@ pub struct Runtime {
     pub version: u64,
     /// Index-aligned with `snapshot.upstreams`; what [`Runtime::recompile`] reuses.
     balancers: Vec<Arc<Balancer>>,
-    /// Balancers of `https` services over an upstream, by upstream id and TLS settings key
-    /// (an upstream's targets spoken to over TLS need their own pools); reused like the
-    /// others.
+    /// Balancers of `https`/`grpc`/`grpcs` services over an upstream, by upstream id and
+    /// transport (HTTP version and TLS settings key): an upstream's targets spoken to over TLS
+    /// or HTTP/2 need their own pools. Reused like the others.
     tls_balancers: HashMap<(Uuid, String), (Arc<Upstream>, Arc<Balancer>)>,
 }
 
@@ -158,24 +160,26 @@ impl Runtime {
             }
             let name = s.name.clone().unwrap_or_else(|| s.id.to_string());
             let tls = match s.protocol {
-                Protocol::Http => None,
-                Protocol::Https => match crate::tls::UpstreamTls::for_service(s, &snapshot) {
-                    Ok(t) => Some(Arc::new(t)),
-                    Err(message) => {
-                        issues.push(ConfigIssue {
-                            path: format!("services[{i}] ({name})"),
-                            message,
-                        });
-                        services.push(None);
-                        continue;
+                Protocol::Http | Protocol::Grpc => None,
+                Protocol::Https | Protocol::Grpcs => {
+                    match crate::tls::UpstreamTls::for_service(s, &snapshot) {
+                        Ok(t) => Some(Arc::new(t)),
+                        Err(message) => {
+                            issues.push(ConfigIssue {
+                                path: format!("services[{i}] ({name})"),
+                                message,
+                            });
+                            services.push(None);
+                            continue;
+                        }
                     }
-                },
+                }
                 other => {
                     issues.push(ConfigIssue {
                         path: format!("services[{i}] ({name}).protocol"),
                         message: format!(
-                            "protocol '{}' is not supported by this data plane yet (only 'http' \
-                             and 'https' upstreams; gRPC upstreams come with the gRPC work)",
+                            "protocol '{}' is not supported by this data plane yet (only 'http', \
+                             'https', 'grpc' and 'grpcs' upstreams)",
                             other.as_str()
                         ),
                     });
@@ -183,30 +187,35 @@ impl Runtime {
                     continue;
                 }
             };
+            let http2 = matches!(s.protocol, Protocol::Grpc | Protocol::Grpcs);
+            // Targets spoken to over TLS or HTTP/2 need pools (and so a balancer) of their own.
             let balanced = snapshot
                 .upstreams
                 .iter()
                 .find(|u| u.name == s.host)
-                .filter(|_| tls.is_some());
-            let destination = match (upstreams.get(s.host.as_str()), balanced, &tls) {
-                (Some(_), Some(u), Some(t)) => {
-                    let key = (u.id, t.key.clone());
+                .filter(|_| tls.is_some() || http2);
+            let destination = match (upstreams.get(s.host.as_str()), balanced) {
+                (Some(_), Some(u)) => {
+                    let transport = format!(
+                        "{}|{}",
+                        if http2 { "h2" } else { "h1" },
+                        tls.as_ref().map(|t| t.key.as_str()).unwrap_or_default()
+                    );
+                    let key = (u.id, transport);
                     let reused = previous
                         .and_then(|rt| rt.tls_balancers.get(&key))
                         .filter(|(old, _)| **old == **u)
                         .cloned();
                     let (u, b) = reused.unwrap_or_else(|| {
-                        (
-                            Arc::clone(u),
-                            Arc::new(Balancer::with_tls(u, pools, Some(t))),
-                        )
+                        let b = Balancer::with_transport(u, pools, tls.as_ref(), http2);
+                        (Arc::clone(u), Arc::new(b))
                     });
                     tls_balancers.insert(key, (u, Arc::clone(&b)));
                     Destination::Balanced(b)
                 }
-                (Some(&b), _, _) => Destination::Balanced(Arc::clone(b)),
-                (None, _, _) => Destination::Direct {
-                    pool: pools.endpoint_tls(&s.host, s.port, tls.as_ref()),
+                (Some(&b), _) => Destination::Balanced(Arc::clone(b)),
+                (None, _) => Destination::Direct {
+                    pool: pools.endpoint_for(&s.host, s.port, tls.as_ref(), http2),
                     host_header: crate::headers::host_header_value(
                         &s.host,
                         s.port,
@@ -217,6 +226,13 @@ impl Runtime {
             services.push(Some(CompiledService {
                 name,
                 destination,
+                http2: http2.then(|| {
+                    if tls.is_some() {
+                        http::uri::Scheme::HTTPS
+                    } else {
+                        http::uri::Scheme::HTTP
+                    }
+                }),
                 retries: s.retries,
                 connect_timeout: Duration::from_millis(s.connect_timeout),
                 read_timeout: Duration::from_millis(s.read_timeout),
@@ -406,7 +422,7 @@ mod tests {
         let rt0 = Runtime::compile(s0.clone(), &pools).expect("compiles");
         let mut bad = s0;
         Arc::make_mut(&mut bad.routes[0]).paths[0] = "~/bad(".into();
-        Arc::make_mut(&mut bad.services[2]).protocol = Protocol::Grpc;
+        Arc::make_mut(&mut bad.services[2]).protocol = Protocol::Tcp;
         let a = Runtime::compile(bad.clone(), &pools).expect_err("refused");
         let b = Runtime::recompile(bad, &pools, &rt0).expect_err("refused");
         assert_eq!(format!("{a:?}"), format!("{b:?}"));

@@ -244,7 +244,7 @@ impl std::fmt::Debug for UpstreamTls {
 }
 
 impl UpstreamTls {
-    /// The TLS settings of `service` (an `https` service of `snapshot`). Errors say what is
+    /// The TLS settings of `service` (an `https` or `grpcs` service of `snapshot`). Errors say what is
     /// wrong, for the caller to name the service.
     pub fn for_service(
         service: &portico_common::snapshot::Service,
@@ -305,7 +305,12 @@ impl UpstreamTls {
             }
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // gRPC over TLS is HTTP/2, chosen by ALPN; everything else is HTTP/1.1.
+        config.alpn_protocols = if service.protocol == portico_common::snapshot::Protocol::Grpcs {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         let key = format!(
             "verify={verify};ca={:?};client={:?};{:016x}",
             service.ca_certificates,

@@ -9,3 +9,10 @@ pub mod v1 {
     #![allow(missing_docs, clippy::all, unreachable_pub)]
     tonic::include_proto!("portico.v1");
 }
+
+/// Test services (the `testing` feature): an `Echo` service with the four call kinds.
+#[cfg(feature = "testing")]
+pub mod testing {
+    #![allow(missing_docs, clippy::all, unreachable_pub)]
+    tonic::include_proto!("portico.testing.v1");
+}

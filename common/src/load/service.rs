@@ -141,7 +141,8 @@ fn service(item: &Item<config::Service>, ctx: &mut Ctx) -> Service {
     );
     // The references themselves are resolved once certificates are known
     // (`certificate::service_tls`).
-    if !matches!(protocol, Protocol::Https) {
+    // Kong allows these with https (and stream tls) only; grpcs takes them too, a superset.
+    if !matches!(protocol, Protocol::Https | Protocol::Grpcs) {
         let client = cfg.client_certificate.as_ref().filter(|v| !v.is_null());
         let cas = cfg.ca_certificates.as_ref().filter(|v| !v.is_empty());
         for (field, set) in [

@@ -226,7 +226,7 @@ impl ForwardAuth {
                     (s, false)
                 }
             };
-            match sender.try_send_request(request).await {
+            match sender.send(request).await {
                 Ok(resp) => break (sender, resp),
                 Err(mut e) => match e.take_message() {
                     // Never written, so safe to send again: the pooled connection had died.
