@@ -8,90 +8,23 @@ mod binary;
 mod harness;
 #[path = "../data-plane/tests/support/pki.rs"]
 mod pki;
+#[path = "../data-plane/tests/support/tls_client.rs"]
+mod tls_client;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use binary::{eventually, Portico};
-use bytes::Bytes;
 use harness::Upstream;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
-
-fn block(pem: &str) -> String {
-    let mut s = String::from("|\n");
-    for line in pem.trim_end().lines() {
-        s.push_str("        ");
-        s.push_str(line);
-        s.push('\n');
-    }
-    s
-}
+use http::StatusCode;
+use tls_client::{connect, get1, http1, leaf_der, pem_block, served_leaf};
 
 fn config(up: SocketAddr, leaf: &pki::Leaf) -> String {
     format!(
         "_format_version: \"3.0\"\nservices:\n  - name: app\n    url: http://{up}\n    routes:\n      - name: app\n        protocols: [https]\n        paths: [/]\ncertificates:\n  - cert: {}    key: {}    snis: [api.example.com]\n",
-        block(&leaf.cert),
-        block(&leaf.key)
+        pem_block(&leaf.cert, 6),
+        pem_block(&leaf.key, 6)
     )
-}
-
-async fn connect(addr: SocketAddr, name: &str, ca: &pki::Ca) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS handshake for {name}: {e}"))
-}
-
-fn leaf_of(s: &TlsStream<TcpStream>) -> Vec<u8> {
-    s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
-}
-
-fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .unwrap()
-        .to_vec()
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
-
-async fn http1(s: TlsStream<TcpStream>) -> Sender {
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
-async fn get(send: &mut Sender, path: &str) -> (StatusCode, String) {
-    send.ready().await.unwrap();
-    let req = Request::get(path)
-        .header("host", "api.example.com")
-        .body(Empty::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
@@ -117,17 +50,17 @@ async fn dp_serves_the_files_certificates_and_rotates_them_on_reload() {
         &["proxy", "status", "proxy TLS"],
     );
 
-    let s = connect(dp.proxy_tls, "api.example.com", &ca).await;
-    assert_eq!(leaf_of(&s), der(&first.cert));
+    let s = connect(dp.proxy_tls, "api.example.com", &ca.pem(), &[]).await;
+    assert_eq!(served_leaf(&s), leaf_der(&first.cert));
     let mut open = http1(s).await;
     assert_eq!(
-        get(&mut open, "/hello").await,
+        get1(&mut open, "api.example.com", "/hello").await,
         (StatusCode::OK, "app /hello".into())
     );
-    let s = connect(dp.proxy_tls, "default.example.org", &ca).await;
+    let s = connect(dp.proxy_tls, "default.example.org", &ca.pem(), &[]).await;
     assert_eq!(
-        leaf_of(&s),
-        der(&default.cert),
+        served_leaf(&s),
+        leaf_der(&default.cert),
         "--tls-cert for other names"
     );
 
@@ -140,13 +73,13 @@ async fn dp_serves_the_files_certificates_and_rotates_them_on_reload() {
         "the rotated certificate",
         Duration::from_secs(20),
         || async {
-            let s = connect(dp.proxy_tls, "api.example.com", &ca).await;
-            (leaf_of(&s) == der(&second.cert)).then_some(())
+            let s = connect(dp.proxy_tls, "api.example.com", &ca.pem(), &[]).await;
+            (served_leaf(&s) == leaf_der(&second.cert)).then_some(())
         },
     )
     .await;
     assert_eq!(
-        get(&mut open, "/after").await,
+        get1(&mut open, "api.example.com", "/after").await,
         (StatusCode::OK, "app /after".into())
     );
 }

@@ -288,7 +288,8 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    /// HTTP/1.1 on a connected stream; the connection is driven by its own task.
+    /// HTTP/1.1 (or HTTP/2 for a gRPC endpoint) on a connected stream; the connection is
+    /// driven by its own task.
     async fn handshake<I>(&self, io: I, upgrades: bool) -> Result<Sender, ProxyError>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -300,13 +301,7 @@ impl EndpointPool {
                 .handshake(io)
                 .await
                 .map_err(ProxyError::Upstream)?;
-            let host = self.host.clone();
-            let port = self.port;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(upstream = %host, port, error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
+            self.drive(conn);
             shared.store(Some(Arc::new(sender.clone())));
             return Ok(Sender::H2(sender));
         }
@@ -314,19 +309,26 @@ impl EndpointPool {
             .handshake(io)
             .await
             .map_err(ProxyError::Upstream)?;
+        if upgrades {
+            self.drive(conn.with_upgrades());
+        } else {
+            self.drive(conn);
+        }
+        Ok(Sender::H1(sender))
+    }
+
+    /// Runs a connection's task until it ends.
+    fn drive<F>(&self, conn: F)
+    where
+        F: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+    {
         let host = self.host.clone();
         let port = self.port;
         tokio::spawn(async move {
-            let result = if upgrades {
-                conn.with_upgrades().await
-            } else {
-                conn.await
-            };
-            if let Err(e) = result {
+            if let Err(e) = conn.await {
                 tracing::debug!(upstream = %host, port, error = %e, "upstream connection ended");
             }
         });
-        Ok(Sender::H1(sender))
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {

@@ -7,6 +7,8 @@
 mod harness;
 #[path = "support/pki.rs"]
 mod pki;
+#[path = "support/tls_client.rs"]
+mod tls_client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,13 +23,10 @@ use portico_data_plane::headers::TrustedIps;
 use portico_data_plane::runtime::Runtime;
 use portico_data_plane::tls::DefaultCertificate;
 use portico_data_plane::{Listeners, Shared, TlsListener};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use tls_client::{connect, connect_with, connector, get1, http1, leaf_der, pem_block, served_leaf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 /// A data plane with a TLS listener.
 struct TlsGateway {
@@ -86,24 +85,12 @@ impl TlsGateway {
     }
 }
 
-/// YAML block scalar of `pem` for a field at `indent` spaces.
-fn block(pem: &str, indent: usize) -> String {
-    let pad = " ".repeat(indent + 2);
-    let mut s = String::from("|\n");
-    for line in pem.trim_end().lines() {
-        s.push_str(&pad);
-        s.push_str(line);
-        s.push('\n');
-    }
-    s
-}
-
 /// A `certificates` entry serving `leaf` for `snis`.
 fn cert_entry(leaf: &pki::Leaf, snis: &[&str]) -> String {
     format!(
         "  - cert: {}    key: {}    snis: [{}]\n",
-        block(&leaf.cert, 4),
-        block(&leaf.key, 4),
+        pem_block(&leaf.cert, 4),
+        pem_block(&leaf.key, 4),
         snis.iter()
             .map(|s| format!("\"{s}\""))
             .collect::<Vec<_>>()
@@ -117,73 +104,6 @@ fn config(up: &Upstream, certs: &[String]) -> String {
         up.addr,
         certs.concat()
     )
-}
-
-fn connector(ca: &pki::Ca, alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
-        .unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(cfg))
-}
-
-/// A verified TLS connection to `addr` sending `name` as SNI.
-async fn connect(
-    addr: SocketAddr,
-    name: &str,
-    ca: &pki::Ca,
-    alpn: &[&[u8]],
-) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    connector(ca, alpn)
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS handshake for {name}: {e}"))
-}
-
-fn leaf_der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .unwrap()
-        .to_vec()
-}
-
-fn served_leaf(s: &TlsStream<TcpStream>) -> Vec<u8> {
-    s.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
-}
-
-/// An HTTP/1.1 connection over `stream`.
-async fn http1(
-    stream: TlsStream<TcpStream>,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
-async fn get1(
-    send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    host: &str,
-    path: &str,
-) -> (StatusCode, String) {
-    send.ready().await.unwrap();
-    let req = Request::get(path)
-        .header("host", host)
-        .body(Empty::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
@@ -206,7 +126,7 @@ async fn the_certificate_is_chosen_by_sni_and_unknown_names_get_the_default() {
     )
     .await;
 
-    let s = connect(gw.tls, "a.example.com", &ca, &[]).await;
+    let s = connect(gw.tls, "a.example.com", &ca.pem(), &[]).await;
     assert_eq!(served_leaf(&s), leaf_der(&exact.cert));
     let mut send = http1(s).await;
     let (status, body) = get1(&mut send, "a.example.com", "/hello").await;
@@ -214,10 +134,10 @@ async fn the_certificate_is_chosen_by_sni_and_unknown_names_get_the_default() {
     let seen = up.last();
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 
-    let s = connect(gw.tls, "x.wild.example.com", &ca, &[]).await;
+    let s = connect(gw.tls, "x.wild.example.com", &ca.pem(), &[]).await;
     assert_eq!(served_leaf(&s), leaf_der(&wild.cert));
     // A leftmost wildcard covers one label, as Kong's lookup does.
-    let s = connect(gw.tls, "default.example.org", &ca, &[]).await;
+    let s = connect(gw.tls, "default.example.org", &ca.pem(), &[]).await;
     assert_eq!(served_leaf(&s), leaf_der(&default.cert), "no SNI takes it");
 
     // An SNI `*` replaces the listener's default for every name no other SNI takes.
@@ -228,9 +148,9 @@ async fn the_certificate_is_chosen_by_sni_and_unknown_names_get_the_default() {
             cert_entry(&catch_all, &["*"]),
         ],
     ));
-    let s = connect(gw.tls, "catchall.example.net", &ca, &[]).await;
+    let s = connect(gw.tls, "catchall.example.net", &ca.pem(), &[]).await;
     assert_eq!(served_leaf(&s), leaf_der(&catch_all.cert));
-    let s = connect(gw.tls, "a.example.com", &ca, &[]).await;
+    let s = connect(gw.tls, "a.example.com", &ca.pem(), &[]).await;
     assert_eq!(served_leaf(&s), leaf_der(&exact.cert));
 }
 
@@ -245,7 +165,7 @@ async fn alpn_offers_h2_and_http1() {
     )
     .await;
 
-    let s = connect(gw.tls, "a.example.com", &ca, &[b"h2", b"http/1.1"]).await;
+    let s = connect(gw.tls, "a.example.com", &ca.pem(), &[b"h2", b"http/1.1"]).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
@@ -263,7 +183,7 @@ async fn alpn_offers_h2_and_http1() {
         assert_eq!(body, format!("up /h2/{i}"));
     }
 
-    let s = connect(gw.tls, "a.example.com", &ca, &[b"http/1.1"]).await;
+    let s = connect(gw.tls, "a.example.com", &ca.pem(), &[b"http/1.1"]).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut send = http1(s).await;
     assert_eq!(
@@ -272,22 +192,8 @@ async fn alpn_offers_h2_and_http1() {
     );
 
     // TLS 1.2 alone is served too.
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS12])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = TcpStream::connect(gw.tls).await.unwrap();
-    let s = TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("a.example.com").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls12 = connector(&ca.pem(), &[], &[&rustls::version::TLS12]);
+    let s = connect_with(gw.tls, "a.example.com", &tls12).await;
     assert_eq!(
         s.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
@@ -302,7 +208,7 @@ async fn a_config_swap_rotates_the_certificate_and_open_connections_keep_theirs(
     let up = Upstream::echo("up").await;
     let gw = TlsGateway::start(&config(&up, &[cert_entry(&old, &["a.example.com"])]), &old).await;
 
-    let s = connect(gw.tls, "a.example.com", &ca, &[]).await;
+    let s = connect(gw.tls, "a.example.com", &ca.pem(), &[]).await;
     assert_eq!(served_leaf(&s), leaf_der(&old.cert));
     let mut open = http1(s).await;
     assert_eq!(
@@ -313,7 +219,7 @@ async fn a_config_swap_rotates_the_certificate_and_open_connections_keep_theirs(
     gw.apply(&config(&up, &[cert_entry(&new, &["a.example.com"])]));
 
     // New handshakes get the new certificate...
-    let s = connect(gw.tls, "a.example.com", &ca, &[]).await;
+    let s = connect(gw.tls, "a.example.com", &ca.pem(), &[]).await;
     assert_eq!(served_leaf(&s), leaf_der(&new.cert));
     // ...and the connection opened before the swap is still served.
     for i in 2..5 {
@@ -337,9 +243,9 @@ async fn route_snis_and_https_only_routes() {
     let gw = TlsGateway::start(&yaml, &cert).await;
 
     // `by-sni` outranks `rest` (same path, one more field matched) for its server name only.
-    let mut send = http1(connect(gw.tls, "a.example.com", &ca, &[]).await).await;
+    let mut send = http1(connect(gw.tls, "a.example.com", &ca.pem(), &[]).await).await;
     assert_eq!(get1(&mut send, "a.example.com", "/x").await.1, "a /x");
-    let mut send = http1(connect(gw.tls, "b.example.com", &ca, &[]).await).await;
+    let mut send = http1(connect(gw.tls, "b.example.com", &ca.pem(), &[]).await).await;
     assert_eq!(get1(&mut send, "a.example.com", "/x").await.1, "other /x");
     assert_eq!(
         get1(&mut send, "b.example.com", "/secure/1").await.1,
@@ -396,7 +302,7 @@ async fn a_client_that_does_not_speak_tls_is_dropped_and_the_listener_carries_on
     );
     assert_eq!(up.count(), 0);
 
-    let mut send = http1(connect(gw.tls, "a.example.com", &ca, &[]).await).await;
+    let mut send = http1(connect(gw.tls, "a.example.com", &ca.pem(), &[]).await).await;
     assert_eq!(
         get1(&mut send, "a.example.com", "/ok").await.0,
         StatusCode::OK

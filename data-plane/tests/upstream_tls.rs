@@ -6,6 +6,8 @@
 mod harness;
 #[path = "support/pki.rs"]
 mod pki;
+#[path = "support/tls_client.rs"]
+mod tls_client;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tls_client::pem_block;
 use tokio::net::TcpListener;
 
 /// An HTTPS upstream on 127.0.0.1 serving `leaf`; with `client_ca`, it requires a client
@@ -78,16 +81,6 @@ async fn tls_upstream(leaf: &pki::Leaf, client_ca: Option<&pki::Ca>) -> SocketAd
     addr
 }
 
-fn block(pem: &str) -> String {
-    let mut s = String::from("|\n");
-    for line in pem.trim_end().lines() {
-        s.push_str("      ");
-        s.push_str(line);
-        s.push('\n');
-    }
-    s
-}
-
 const CA_ID: &str = "0b7c5f2e-7a3a-4c1e-9d55-6f3c2b1a0e99";
 const CLIENT_ID: &str = "3f4e6a0e-1b0c-4d8e-9a53-0c7f1f0a2b11";
 
@@ -107,9 +100,9 @@ fn config(
     }
     yaml.push_str(&format!(
         "ca_certificates:\n  - id: {CA_ID}\n    cert: {}certificates:\n  - id: {CLIENT_ID}\n    cert: {}    key: {}",
-        block(&trusted.pem()),
-        block(&client.cert),
-        block(&client.key)
+        pem_block(&trusted.pem(), 4),
+        pem_block(&client.cert, 4),
+        pem_block(&client.key, 4)
     ));
     yaml
 }
