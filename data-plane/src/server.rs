@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time a client gets to send a request head, counted from the end of the previous
     /// response: the slowloris bound, and the idle timeout of an HTTP/1.1 keep-alive connection
-    /// (`--header-read-timeout`).
+    /// and of an HTTP/2 connection with no open stream (`--header-read-timeout`).
     pub header_read_timeout: Duration,
     /// Bytes a request head may take: HTTP/1.1 request line and headers (431 past it), and an
     /// HTTP/2 header list (`--max-header-size`). At least [`MIN_HEADER_BYTES`].
@@ -174,17 +174,26 @@ async fn serve_with<H, F>(
                 c.stats.connections_active.fetch_add(1, Ordering::Relaxed);
                 c.stats.connections_total.fetch_add(1, Ordering::Relaxed);
             }
+            let activity = Arc::new(Activity::new());
+            let requests = Arc::clone(&activity);
             let service = |conn: ConnInfo| {
                 service_fn(move |req| {
+                    let open = Open::enter(&requests);
                     let fut = handler(req, conn.clone());
-                    async move { Ok::<_, Infallible>(fut.await) }
+                    async move {
+                        Ok::<_, Infallible>(fut.await.map(|body| Counted { body, _open: open }))
+                    }
                 })
             };
+            let idle = idle_timeout(activity, handshake_timeout);
             let result = match tls {
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn));
-                    watcher.watch(conn.into_owned()).await
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        () = idle => Ok(()),
+                    }
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -198,7 +207,10 @@ async fn serve_with<H, F>(
                                 TokioIo::new(stream),
                                 service(conn),
                             );
-                            watcher.watch(conn.into_owned()).await
+                            tokio::select! {
+                                r = watcher.watch(conn.into_owned()) => r,
+                                () = idle => Ok(()),
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, peer = %peer, "TLS handshake failed");
@@ -226,5 +238,93 @@ async fn serve_with<H, F>(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!(addr = %local, "drained"),
         _ = tokio::time::sleep(drain) => tracing::warn!(addr = %local, "drain timeout reached, closing remaining connections"),
+    }
+}
+
+/// Requests open on one connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    open: AtomicUsize,
+    /// Milliseconds from `start` to the end of the last request.
+    last: AtomicU64,
+    start: tokio::time::Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            open: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// One open request: counted from its head until its response body ends or is dropped.
+#[derive(Debug)]
+struct Open(Arc<Activity>);
+
+impl Open {
+    fn enter(activity: &Arc<Activity>) -> Open {
+        activity.open.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Open(Arc::clone(activity))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the connection has had no open request for `idle`: the bound on an idle
+/// HTTP/2 connection (and on an HTTP/1.1 keep-alive one, which hyper's head timer also
+/// closes). The connection is then dropped; a stream in progress, however quiet, keeps it.
+async fn idle_timeout(activity: Arc<Activity>, idle: Duration) {
+    loop {
+        let open = activity.open.load(Ordering::Relaxed);
+        let last = activity.start + Duration::from_millis(activity.last.load(Ordering::Relaxed));
+        let deadline = if open > 0 {
+            tokio::time::Instant::now() + idle
+        } else {
+            last + idle
+        };
+        if open == 0 && tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// A response body that keeps its request counted as open until it ends.
+struct Counted<B> {
+    body: B,
+    _open: Open,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -162,3 +162,55 @@ async fn a_head_over_the_size_limit_is_431_and_never_forwarded() {
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert_eq!(up.count(), 1);
 }
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed_but_not_while_a_stream_is_open() {
+    // An upstream that takes longer to answer than the idle bound.
+    let up = Upstream::start(|seen: harness::Seen| async move {
+        if seen.uri.contains("slow") {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        http::Response::new(http_body_util::Full::new(bytes::Bytes::from("ok")))
+    })
+    .await;
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    };
+    let gw = Gateway::start_with_limits(&catch_all(&up), limits).await;
+
+    // HTTP/2 slowloris: a connection that never opens a stream is closed.
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "an HTTP/2 connection with no stream stayed open"
+    );
+
+    // A stream that outlives the bound keeps the connection; once idle, it is closed.
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/slow", gw.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let started = Instant::now();
+    let resp = send
+        .send_request(req)
+        .await
+        .expect("the slow stream completes");
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection stayed open");
+}

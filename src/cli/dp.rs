@@ -175,7 +175,7 @@ pub struct ListenArgs {
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
     /// Seconds a client gets to send a request head (the slowloris bound; also how long an
-    /// idle HTTP/1.1 keep-alive connection stays open).
+    /// idle connection, HTTP/1.1 keep-alive or HTTP/2 with no open stream, stays open).
     #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout: u64,
     /// Bytes a request head may take (request line and headers; an HTTP/2 header list): 431
