@@ -223,3 +223,39 @@ async fn gateway_errors_are_grpc_statuses() {
     let e = client(&gw).await.unary(req("hi", 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 }
+
+#[tokio::test]
+async fn grpc_routes_answer_http1_with_426_and_other_content_with_415() {
+    let up = echo_server(None).await;
+    let gw = Gateway::start(&config("grpc", up, "")).await;
+    let path = "/portico.testing.v1.Echo/Unary";
+
+    // HTTP/1.1 on a gRPC route: Kong's 426, as plain HTTP (not a gRPC status).
+    let r = harness::get(&gw.url(path), &[("content-type", "application/grpc")]).await;
+    assert_eq!(r.status, http::StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(r.json()["message"], "Please use HTTP2 protocol");
+
+    // HTTP/2 without a gRPC content type: 415.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}{path}", gw.addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("Non-gRPC request matched gRPC route"),
+        "{body:?}"
+    );
+}
