@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A WebSocket server echoing every text and binary message, prefixed with the path it was
 /// opened on.
+// tungstenite's handshake callback returns its (large) error response by value.
+#[allow(clippy::result_large_err)]
 async fn ws_echo() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
