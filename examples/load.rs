@@ -85,6 +85,7 @@ fn nginx_binary() -> String {
 fn start_nginx(
     dir: &std::path::Path,
     port: u16,
+    h2_port: u16,
     upstream: &str,
     pin: Option<&str>,
     workers: usize,
@@ -97,7 +98,8 @@ fn start_nginx(
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            keepalive_requests 1000000;\n  client_max_body_size 2m;\n  upstream echo {{ server {upstream}; keepalive 512; }}\n\
-           server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n      proxy_pass http://echo;\n\
+           server {{\n    listen 127.0.0.1:{port} reuseport;\n    listen 127.0.0.1:{h2_port} http2;\n    http2_max_concurrent_streams 128;\n\
+               location / {{\n      proxy_pass http://echo;\n\
                proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
@@ -182,7 +184,14 @@ enum Load {
     Authenticated,
     /// POST with a 1 MiB body (a wrk Lua script).
     Upload,
+    /// GET of a 1 MiB response (`portico echo`'s `bytes=` query).
+    Download,
+    /// HTTP/2 with prior knowledge from h2load, 10 streams per connection.
+    Http2,
 }
+
+/// Concurrent streams per connection in the HTTP/2 scenario.
+const H2_STREAMS: usize = 10;
 
 /// The plugins scenario's route: key-auth, jwt (HS256) and rate-limiting (local, a limit the
 /// run never reaches, so every request is counted and passes).
@@ -212,7 +221,11 @@ fn main() {
         .collect();
     let rounds = args.first().copied().unwrap_or(3).max(1);
     let seconds = args.get(1).copied().unwrap_or(5).max(1);
-    ensure_tools(&[("wrk", "wrk"), ("nginx", "nginx")]);
+    ensure_tools(&[
+        ("wrk", "wrk"),
+        ("nginx", "nginx"),
+        ("h2load", "nghttp2-client"),
+    ]);
 
     let layout = layout::Layout::from_env();
     let pin = layout.server.as_deref();
@@ -257,7 +270,8 @@ fn main() {
     .unwrap();
     let token_header = format!("Authorization: Bearer {}", bench_token());
     let nginx_port = free_port();
-    let nginx = start_nginx(tmp.path(), nginx_port, &echo, pin, workers);
+    let nginx_h2_port = free_port();
+    let nginx = start_nginx(tmp.path(), nginx_port, nginx_h2_port, &echo, pin, workers);
 
     let targets = [
         Target {
@@ -284,6 +298,12 @@ fn main() {
             name: "portico-plugins",
             addr: plugins,
             pid: plugins_proc.0.id(),
+        },
+        // nginx's HTTP/2 (h2c) listener; Portico and the echo upstream take h2c on their one.
+        Target {
+            name: "nginx-h2",
+            addr: format!("127.0.0.1:{nginx_h2_port}"),
+            pid: nginx.0.id(),
         },
     ];
     let scenarios = [
@@ -336,6 +356,20 @@ fn main() {
             targets: vec![0, 1, 2],
             load: Load::Upload,
         },
+        Scenario {
+            name: "download-1mb",
+            connections: 50,
+            close: false,
+            targets: vec![0, 1, 2],
+            load: Load::Download,
+        },
+        Scenario {
+            name: "h2-50",
+            connections: 50,
+            close: false,
+            targets: vec![0, 5, 2],
+            load: Load::Http2,
+        },
     ];
     let only = std::env::var("LOAD_SCENARIOS").unwrap_or_default();
     let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
@@ -363,11 +397,19 @@ fn main() {
                 extra.extend(["-H", "apikey: bench-key", "-H", token_header.as_str()])
             }
             Load::Upload => extra.extend(["-s", upload_script.to_str().unwrap()]),
+            Load::Download | Load::Http2 => {}
         }
-        let url = |t: &Target| format!("http://{}/bench", t.addr);
+        let url = |t: &Target| match scenario.load {
+            Load::Download => format!("http://{}/bench?bytes=1048576", t.addr),
+            _ => format!("http://{}/bench", t.addr),
+        };
+        let run = |t: &Target, seconds: u64| match scenario.load {
+            Load::Http2 => layout.h2load(&url(t), seconds, scenario.connections, H2_STREAMS),
+            _ => layout.wrk(&url(t), seconds, scenario.connections, &extra),
+        };
         // Warm every target (connection pools, allocators).
         for &i in &scenario.targets {
-            layout.wrk(&url(&targets[i]), 1, scenario.connections, &extra);
+            run(&targets[i], 1);
         }
         for round in 0..rounds as usize {
             let n = scenario.targets.len();
@@ -376,7 +418,7 @@ fn main() {
                 let t = &targets[i];
                 let pids = with_children(t.pid);
                 let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-                let r = layout.wrk(&url(t), seconds, scenario.connections, &extra);
+                let r = run(t, seconds);
                 let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
                 let s = &mut samples[i];
                 s.rps.push(r.rps);
@@ -391,10 +433,11 @@ fn main() {
             "\n{} ({} connections{})",
             scenario.name,
             scenario.connections,
-            if scenario.close {
-                ", Connection: close"
-            } else {
-                ", keep-alive"
+            match (scenario.close, scenario.load) {
+                (_, Load::Http2) =>
+                    ", HTTP/2 prior knowledge, 10 streams each (h2load: p50 is the mean, no p99)",
+                (true, _) => ", Connection: close",
+                (false, _) => ", keep-alive",
             }
         );
         println!(
@@ -418,6 +461,9 @@ fn main() {
                 rss as f64 / 1e6
             );
             med.insert(t.name, (rps, p99));
+        }
+        if let (Some(p), Some(n)) = (med.get("portico"), med.get("nginx-h2")) {
+            println!("  portico/nginx over HTTP/2: requests/s {:.3}", p.0 / n.0);
         }
         if let (Some(p), Some(n)) = (med.get("portico"), med.get("nginx")) {
             println!(

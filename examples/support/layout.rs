@@ -84,6 +84,15 @@ impl Layout {
     }
 
     /// `wrk` on the client CPUs.
+    /// [`wrk::h2load`] on the client CPUs.
+    #[allow(dead_code)] // not every example uses it
+    pub fn h2load(&self, url: &str, seconds: u64, connections: usize, streams: usize) -> wrk::Run {
+        match &self.client {
+            Some(cpu) => wrk::h2load(url, seconds, connections, streams, &["taskset", "-c", cpu]),
+            None => wrk::h2load(url, seconds, connections, streams, &[]),
+        }
+    }
+
     pub fn wrk(&self, url: &str, seconds: u64, connections: usize, extra: &[&str]) -> wrk::Run {
         match &self.client {
             Some(cpu) => {

@@ -151,3 +151,70 @@ mod tests {
         assert!((r.max_ms - 12.0).abs() < 1e-9);
     }
 }
+
+/// Runs `h2load` (HTTP/2 prior knowledge for `http://` URLs) against `url` for `seconds`, with
+/// `connections` connections of `streams` concurrent streams each, under `prefix`. h2load
+/// reports a mean and a max, not percentiles: the mean is returned as `p50_ms` and `p99_ms` is
+/// NaN. Panics when h2load is missing or any request failed.
+#[allow(dead_code)] // not every example uses it
+pub fn h2load(url: &str, seconds: u64, connections: usize, streams: usize, prefix: &[&str]) -> Run {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(format!("{}", seconds + 30))
+        .args(prefix)
+        .arg("h2load")
+        .args(["-t1", &format!("-c{connections}"), &format!("-m{streams}")])
+        .args([&format!("-D{seconds}"), "--warm-up-time=1"])
+        .arg(url);
+    let out = cmd
+        .output()
+        .expect("h2load is not installed: apt-get install -y nghttp2-client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // "requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, 0 errored, 0 timeout"
+    let counts = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_else(|| panic!("cannot read h2load's output for {url}:\n{text}"));
+    let count = |what: &str| -> u64 {
+        counts
+            .trim_start_matches("requests:")
+            .split(',')
+            .filter_map(|p| {
+                let mut w = p.split_whitespace();
+                Some((w.next()?.parse::<u64>().ok()?, w.next()?))
+            })
+            .find(|(_, word)| *word == what)
+            .map_or(0, |(n, _)| n)
+    };
+    let succeeded = count("succeeded");
+    assert!(
+        count("failed") == 0 && count("errored") == 0 && count("timeout") == 0 && succeeded > 0,
+        "h2load saw failures against {url}:\n{text}"
+    );
+    // "finished in 5.00s, 26072.36 req/s, 13.38MB/s"
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|v| v.trim_end_matches(" req/s").parse().ok())
+        .unwrap_or(f64::NAN);
+    // "time for request:   389us  105.98ms  31.01ms  10.91ms  71.17%": min, max, mean, sd.
+    let latency: Vec<f64> = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("time for request:"))
+        .map(|l| {
+            l.trim_start()
+                .trim_start_matches("time for request:")
+                .split_whitespace()
+                .take(3)
+                .map(ms)
+                .collect()
+        })
+        .unwrap_or_default();
+    Run {
+        rps,
+        p50_ms: latency.get(2).copied().unwrap_or(f64::NAN),
+        p99_ms: f64::NAN,
+        max_ms: latency.get(1).copied().unwrap_or(f64::NAN),
+        requests: succeeded,
+    }
+}

@@ -1,6 +1,7 @@
 //! `portico echo`: a tiny HTTP upstream that answers every request with JSON describing what it
 //! received (method, path, query, headers, body size). The quickstart tour proxies to it, and it
-//! is a fixed, cheap upstream for load tests.
+//! is a fixed, cheap upstream for load tests. A `bytes=N` query argument (at most 8 MiB) asks
+//! for a body of N bytes instead, for download benchmarks.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -75,6 +76,14 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
             )
         })
         .collect();
+    if let Some(n) = requested_bytes(parts.uri.query()) {
+        let mut resp = Response::new(Full::new(filler().slice(..n)));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/octet-stream"),
+        );
+        return Ok(resp);
+    }
     let doc = serde_json::json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
@@ -90,4 +99,41 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         http::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// Largest body `bytes=N` returns.
+const MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// `N` of a `bytes=N` query argument, capped at [`MAX_BYTES`].
+fn requested_bytes(query: Option<&str>) -> Option<usize> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("bytes="))
+        .and_then(|n| n.parse::<usize>().ok())
+        .map(|n| n.min(MAX_BYTES))
+}
+
+/// One shared buffer every sized body is a slice of (no copy per response).
+fn filler() -> Bytes {
+    static FILLER: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    FILLER
+        .get_or_init(|| Bytes::from(vec![b'x'; MAX_BYTES]))
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_bytes;
+
+    #[test]
+    fn sized_bodies_are_asked_for_with_a_query_argument() {
+        assert_eq!(requested_bytes(Some("bytes=1048576")), Some(1_048_576));
+        assert_eq!(requested_bytes(Some("a=1&bytes=10")), Some(10));
+        assert_eq!(
+            requested_bytes(Some("bytes=999999999999")),
+            Some(8 * 1024 * 1024)
+        );
+        assert_eq!(requested_bytes(Some("bytes=x")), None);
+        assert_eq!(requested_bytes(None), None);
+    }
 }
