@@ -143,36 +143,69 @@ pub fn init_tracing(format: &str) {
 }
 
 /// A shutdown signal that turns true on SIGTERM or SIGINT; a second signal exits at once.
+///
+/// The handlers are installed before this returns, so a signal that arrives as soon as the
+/// listeners answer drains instead of killing the process (the default action).
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
+    let mut signals = Signals::install();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("shutdown requested: draining (signal again to exit now)");
         let _ = tx.send(true);
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!("second signal: exiting without draining");
         std::process::exit(130);
     });
     rx
 }
 
+/// SIGTERM and SIGINT, registered with the runtime.
 #[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate())
+            .map_err(|e| tracing::warn!(error = %e, "cannot install the SIGTERM handler"))
+            .ok();
+        let int = signal(SignalKind::interrupt())
+            .map_err(|e| tracing::warn!(error = %e, "cannot install the SIGINT handler"))
+            .ok();
+        Signals { term, int }
+    }
+
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        tokio::select! {
+            _ = one(&mut self.term) => {}
+            _ = one(&mut self.int) => {}
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Self {
+        Signals
+    }
+
+    async fn recv(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -64,21 +64,35 @@ enum Trigger {
 }
 
 /// Reloads `path` on SIGHUP, and on change when `watch` is set, until `shutdown`.
-pub async fn watch_file(
+///
+/// The SIGHUP handler and the watcher are installed before this returns (the returned future
+/// only waits for triggers), so a SIGHUP sent as soon as the listeners answer reloads instead
+/// of killing the process, SIGHUP's default action.
+pub fn watch_file(
     path: PathBuf,
     shared: Arc<Shared>,
     watch: bool,
     shutdown: watch::Receiver<bool>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
-    let _watcher = if watch {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (tx, rx) = mpsc::unbounded_channel::<Trigger>();
+    let watcher = if watch {
         watch_dir(&path, tx.clone())
     } else {
         None
     };
     spawn_sighup(tx);
+    let last = std::fs::read(&path).ok().map(|b| content_digest(&b));
+    reload_on_triggers(path, shared, rx, last, watcher, shutdown)
+}
 
-    let mut last = std::fs::read(&path).ok().map(|b| content_digest(&b));
+async fn reload_on_triggers(
+    path: PathBuf,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Trigger>,
+    mut last: Option<(u64, usize)>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    shutdown: watch::Receiver<bool>,
+) {
     let stop = crate::server::shutdown_signal(shutdown);
     tokio::pin!(stop);
     loop {
