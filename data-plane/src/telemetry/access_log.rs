@@ -20,13 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
-use serde::Serialize;
 
 /// Lines that may wait for the writer; past this the request path drops lines.
-const QUEUE: usize = 64 * 1024;
+const QUEUE: usize = 4096;
 
 /// Written lines' buffers kept for reuse, and the largest buffer kept.
-const SPARE: usize = 4096;
+const SPARE: usize = 256;
 const SPARE_CAPACITY: usize = 4096;
 
 /// Where access-log lines go (`--access-log`).
@@ -102,9 +101,7 @@ impl AccessLog {
     /// Queues one entry's line; drops it (counted) when the writer is behind.
     pub fn write(&self, entry: &Entry<'_>) {
         let mut line = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(512));
-        if serde_json::to_writer(&mut line, entry).is_err() {
-            return;
-        }
+        entry.write_json(&mut line);
         line.push(b'\n');
         match self.tx.try_send(Msg::Line(line)) {
             Ok(()) => {}
@@ -188,10 +185,9 @@ fn write_lines(rx: Receiver<Msg>, out: Box<dyn Write + Send>, spare: &ArrayQueue
 }
 
 /// One request, as logged. Durations are milliseconds with microsecond precision.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Entry<'a> {
-    /// When the request arrived (RFC 3339, UTC).
-    #[serde(serialize_with = "rfc3339")]
+    /// When the request arrived (RFC 3339, UTC, milliseconds).
     pub time: SystemTime,
     pub request_id: &'a str,
     pub client_ip: IpAddr,
@@ -204,10 +200,9 @@ pub struct Entry<'a> {
     /// Route and service names (ids when unnamed); empty when no route matched.
     pub route: &'a str,
     pub service: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Absent when no consumer was identified.
     pub consumer: Option<&'a str>,
     /// The upstream `host:port` of the last attempt; absent when nothing was sent upstream.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_addr: Option<&'a str>,
     /// Attempts made upstream (0 when the gateway answered itself); retries are `tries - 1`.
     pub tries: u32,
@@ -215,38 +210,138 @@ pub struct Entry<'a> {
     /// Request body bytes when declared (Content-Length); response body bytes sent.
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// The response body was cut short (upstream failure mid-body, client gone).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// The response body was cut short (upstream failure mid-body, client gone); written only
+    /// when true.
     pub incomplete: bool,
     /// The W3C trace id of the request when it was traced.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
 }
 
-/// Kong's three latencies: the whole request, the upstream's share, and the gateway's own.
-#[derive(Debug, Serialize)]
+/// Kong's three latencies: the whole request, the upstream's share (absent when nothing was
+/// sent upstream), and the gateway's own.
+#[derive(Debug)]
 pub struct Latencies {
-    #[serde(serialize_with = "millis")]
     pub request: Duration,
-    #[serde(serialize_with = "millis_opt", skip_serializing_if = "Option::is_none")]
     pub upstream: Option<Duration>,
-    #[serde(serialize_with = "millis")]
     pub proxy: Duration,
 }
 
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*t))
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_micros() as f64) / 1000.0)
-}
-
-fn millis_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => millis(d, s),
-        None => s.serialize_none(),
+impl Entry<'_> {
+    /// Appends the entry as one JSON object. Field by field rather than through `Serialize`:
+    /// the keys are constants, and this runs once per request. Strings are escaped by
+    /// serde_json; numbers are formatted by itoa.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":\"");
+        rfc3339_millis(self.time, out);
+        str_field(out, b"\",\"request_id\":", self.request_id);
+        out.extend_from_slice(b",\"client_ip\":\"");
+        let _ = write!(out, "{}", self.client_ip);
+        str_field(out, b"\",\"method\":", self.method);
+        str_field(out, b",\"host\":", self.host);
+        str_field(out, b",\"path\":", self.path);
+        str_field(out, b",\"protocol\":", self.protocol);
+        int_field(out, b",\"status\":", self.status);
+        str_field(out, b",\"route\":", self.route);
+        str_field(out, b",\"service\":", self.service);
+        if let Some(c) = self.consumer {
+            str_field(out, b",\"consumer\":", c);
+        }
+        if let Some(a) = self.upstream_addr {
+            str_field(out, b",\"upstream_addr\":", a);
+        }
+        int_field(out, b",\"tries\":", self.tries);
+        out.extend_from_slice(b",\"latency_ms\":{\"request\":");
+        millis(out, self.latency_ms.request);
+        if let Some(u) = self.latency_ms.upstream {
+            out.extend_from_slice(b",\"upstream\":");
+            millis(out, u);
+        }
+        out.extend_from_slice(b",\"proxy\":");
+        millis(out, self.latency_ms.proxy);
+        int_field(out, b"},\"bytes_in\":", self.bytes_in);
+        int_field(out, b",\"bytes_out\":", self.bytes_out);
+        if self.incomplete {
+            out.extend_from_slice(b",\"incomplete\":true");
+        }
+        if let Some(t) = self.trace_id {
+            str_field(out, b",\"trace_id\":", t);
+        }
+        out.push(b'}');
     }
+}
+
+/// `key` (its comma, quotes and colon included), then `s` as a JSON string, escaped by
+/// serde_json (writing to a `Vec` cannot fail).
+fn str_field(out: &mut Vec<u8>, key: &[u8], s: &str) {
+    out.extend_from_slice(key);
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// `key`, then `n`.
+fn int_field(out: &mut Vec<u8>, key: &[u8], n: impl itoa::Integer) {
+    out.extend_from_slice(key);
+    int(out, n);
+}
+
+fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Milliseconds with up to three decimals (microseconds), as the shortest decimal: `12.345`,
+/// `12.3`, `10.0`; what serde_json writes for the same `f64`.
+fn millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = d.as_micros();
+    int(out, micros / 1000);
+    out.push(b'.');
+    let frac = (micros % 1000) as u16;
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    let digits = [frac / 100, frac / 10 % 10, frac % 10];
+    let len = if digits[2] != 0 {
+        3
+    } else if digits[1] != 0 {
+        2
+    } else {
+        1
+    };
+    out.extend(digits[..len].iter().map(|&d| b'0' + d as u8));
+}
+
+thread_local! {
+    /// The last second formatted (`YYYY-MM-DDTHH:MM:SS.`) and its Unix time: lines in the
+    /// same second only add their milliseconds.
+    static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+}
+
+/// `2023-11-14T22:13:20.123Z`.
+fn rfc3339_millis(t: SystemTime, out: &mut Vec<u8>) {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        let text =
+            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string();
+        // `YYYY-MM-DDTHH:MM:SSZ`; years past 9999 are not expected of a clock.
+        if text.len() == 20 {
+            prefix[..19].copy_from_slice(&text.as_bytes()[..19]);
+            prefix[19] = b'.';
+            SECOND.set((secs, prefix));
+        } else {
+            out.extend_from_slice(humantime::format_rfc3339_millis(t).to_string().as_bytes());
+            return;
+        }
+    }
+    out.extend_from_slice(&prefix);
+    let ms = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 #[cfg(test)]
@@ -306,6 +401,52 @@ mod tests {
         assert_eq!(v["latency_ms"]["upstream"], 10.0);
         assert!(v.get("incomplete").is_none());
         assert!(v.get("trace_id").is_none());
+    }
+
+    #[test]
+    fn lines_escape_strings_and_format_numbers_as_serde_json_does() {
+        let mut e = entry();
+        e.path = "/a\"b\\c\n\u{1}é";
+        e.consumer = None;
+        e.upstream_addr = None;
+        e.incomplete = true;
+        e.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736");
+        e.client_ip = "2001:db8::1".parse().unwrap();
+        e.latency_ms.upstream = None;
+        let mut line = Vec::new();
+        e.write_json(&mut line);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["path"], "/a\"b\\c\n\u{1}é");
+        assert_eq!(v["client_ip"], "2001:db8::1");
+        assert_eq!(v["incomplete"], true);
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(v.get("consumer").is_none() && v.get("upstream_addr").is_none());
+        assert!(v["latency_ms"].get("upstream").is_none());
+        // Every microsecond count reads as the f64 serde_json would have written, in the
+        // same shortest form.
+        for micros in (0..20_000u64).chain([999_999, 1_000_000, 86_400_000_123]) {
+            let mut out = Vec::new();
+            millis(&mut out, Duration::from_micros(micros));
+            let want = serde_json::to_string(&(micros as f64 / 1000.0)).unwrap();
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want, "{micros} µs");
+        }
+        // Timestamps across second boundaries, as humantime formats them.
+        for ms in [
+            0u64,
+            999,
+            1_000,
+            1_700_000_000_123,
+            1_700_000_000_999,
+            1_700_000_001_000,
+        ] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            let mut out = Vec::new();
+            rfc3339_millis(t, &mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                humantime::format_rfc3339_millis(t).to_string()
+            );
+        }
     }
 
     #[test]
