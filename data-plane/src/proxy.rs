@@ -560,7 +560,7 @@ async fn proxy(
         preserved_host,
         template,
         hash_key,
-        observed.trace.as_ref(),
+        observed.trace.as_mut(),
         &mut attempts,
         upgrade.is_some(),
     )
@@ -696,7 +696,7 @@ async fn send_with_retries(
     preserved_host: Option<HeaderValue>,
     template: Option<(Method, Uri, http::HeaderMap)>,
     key: RequestKey,
-    trace: Option<&RequestTrace>,
+    mut trace: Option<&mut RequestTrace>,
     attempts: &mut Attempts,
     upgrade: bool,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -734,23 +734,26 @@ async fn send_with_retries(
         attempts.tries += 1;
         attempts.last = Some(std::sync::Arc::clone(pool));
         // Each attempt is a span, and the upstream continues the trace from it.
-        let span = trace.map(|t| {
-            let span = t.attempt(attempt, pool.host_shared(), pool.port());
-            span.inject(req.headers_mut());
-            span
-        });
-        let end = |span: Option<AttemptSpan>, result: Result<u16, &'static str>| {
-            if let Some(s) = span {
-                s.finish(result);
+        let span = trace
+            .as_deref()
+            .map(|t| t.attempt(attempt, pool.host_shared(), pool.port(), req.headers_mut()));
+        let mut end = |span: Option<AttemptSpan>, result: Result<u16, &'static str>| {
+            if let (Some(s), Some(t)) = (span, trace.as_deref_mut()) {
+                t.end_attempt(s, result);
             }
         };
 
         // A WebSocket handshake gets a connection of its own: it becomes the tunnel.
         let (mut sender, pooled) = match pool.checkout().filter(|_| !upgrade) {
             Some(s) => (s, true),
-            None => match pool
-                .connect_with(service.connect_timeout, service.write_timeout, upgrade)
-                .await
+            // Boxed: a connect's state (TCP, TLS and HTTP/2 handshakes) is several KB, and
+            // this future would otherwise carry it on every request, pooled or not.
+            None => match Box::pin(pool.connect_with(
+                service.connect_timeout,
+                service.write_timeout,
+                upgrade,
+            ))
+            .await
             {
                 Ok(s) => (s, false),
                 Err(e) => {

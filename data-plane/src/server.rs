@@ -179,9 +179,14 @@ async fn serve_with<H, F>(
             let service = |conn: ConnInfo| {
                 service_fn(move |req| {
                     let open = Open::enter(&requests);
-                    let fut = handler(req, conn.clone());
+                    let handler = handler.clone();
+                    let conn = conn.clone();
+                    // hyper stores this future and moves it on every request, so it stays
+                    // small: the handler's future (several KB) is made on the first poll,
+                    // straight into a box.
                     async move {
-                        Ok::<_, Infallible>(fut.await.map(|body| Counted { body, _open: open }))
+                        let resp = Box::pin(handler(req, conn)).await;
+                        Ok::<_, Infallible>(resp.map(|body| Counted { body, _open: open }))
                     }
                 })
             };

@@ -69,6 +69,8 @@ fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
 
 struct Collector {
     tx: mpsc::UnboundedSender<Received>,
+    /// How long each export takes to answer: a collector that keeps the exporter waiting.
+    delay: Duration,
 }
 
 #[tonic::async_trait]
@@ -77,6 +79,7 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        tokio::time::sleep(self.delay).await;
         let headers = request.metadata().clone().into_headers();
         forward(&self.tx, request.into_inner(), &headers);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
@@ -171,12 +174,17 @@ async fn http_collector() -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
 
 /// An OTLP/gRPC collector on 127.0.0.1:0 and the spans it receives.
 async fn collector() -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    slow_collector(Duration::ZERO).await
+}
+
+/// A collector that answers each export `delay` after receiving it.
+async fn slow_collector(delay: Duration) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector { tx }))
+            .add_service(TraceServiceServer::new(Collector { tx, delay }))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (addr, rx)
@@ -396,12 +404,7 @@ async fn a_dead_collector_costs_requests_nothing() {
     // The lost spans are counted where operators look: 50 server and 50 attempt spans.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let got = get(&format!("http://{}/metrics", gw.status), &[]).await;
-        let lost = got
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix("portico_trace_spans_dropped_total "))
-            .map(|v| v.trim().parse::<u64>().unwrap());
+        let lost = spans_dropped(&gw).await;
         if lost == Some(100) {
             break;
         }
@@ -411,6 +414,51 @@ async fn a_dead_collector_costs_requests_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    gw.stop().await;
+}
+
+/// The lost-span count on `/metrics`.
+async fn spans_dropped(gw: &Gateway) -> Option<u64> {
+    let got = get(&format!("http://{}/metrics", gw.status), &[]).await;
+    got.body
+        .lines()
+        .find_map(|l| l.strip_prefix("portico_trace_spans_dropped_total "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_collector_loses_no_spans_while_the_backlog_has_room() {
+    // Every export waits 300 ms for its answer: with four in flight, spans end faster than
+    // they leave, and more of them than the queue of ended requests holds (1,024).
+    let (addr, mut rx) = slow_collector(Duration::from_millis(300)).await;
+    let up = Upstream::echo("orders").await;
+    let gw = Gateway::start_with_telemetry(&config(&up), &traced(addr, 1.0)).await;
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let url = gw.url("/orders");
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    assert_eq!(get(&url, &[]).await.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    // 2,000 requests: a server span and an attempt span each, all exported.
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got < 4000 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(_)) => got += 1,
+            _ => panic!(
+                "{got} of 4000 spans arrived; dropped: {:?}",
+                spans_dropped(&gw).await
+            ),
+        }
+    }
+    assert_eq!(spans_dropped(&gw).await, Some(0));
     gw.stop().await;
 }
 

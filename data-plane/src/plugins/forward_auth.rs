@@ -123,7 +123,10 @@ impl Plugin for ForwardAuth {
 
     async fn access<'r>(&'r self, req: &mut Req<'_>, ctx: &mut Ctx<'r>) -> Flow {
         let request = self.auth_request(req, ctx);
-        let answer = match tokio::time::timeout(self.timeout, self.call(request)).await {
+        // Boxed: the call's state (a client connection and its request) is several KB, and every
+        // route's plugin-chain future would otherwise be that large whether or not it uses
+        // this plugin.
+        let answer = match tokio::time::timeout(self.timeout, Box::pin(self.call(request))).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => return self.failed(&e),
             Err(_elapsed) => return self.failed(&CallError::Timeout),

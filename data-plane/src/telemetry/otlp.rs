@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use opentelemetry::trace::{SpanId, TraceId, TraceState};
@@ -57,7 +57,7 @@ pub struct RequestFacts {
     pub consumer: Option<String>,
 }
 
-/// An ended span, waiting for export.
+/// An ended request's server span and its attempts' client spans, waiting for export.
 #[derive(Debug)]
 pub struct SpanRecord {
     pub trace_id: TraceId,
@@ -68,25 +68,30 @@ pub struct SpanRecord {
     pub trace_state: TraceState,
     pub start: SystemTime,
     pub end: SystemTime,
-    pub detail: Detail,
+    pub detail: Box<ServerDetail>,
 }
 
-/// What kind of span, and what it carries.
+impl SpanRecord {
+    /// Spans this record exports: the server span and one per attempt.
+    pub fn spans(&self) -> usize {
+        1 + self.detail.attempts.len()
+    }
+}
+
+/// One upstream attempt: a client span, child of its request's server span.
 #[derive(Debug)]
-pub enum Detail {
-    /// The request's span.
-    Server(Box<ServerDetail>),
-    /// One upstream attempt.
-    Client {
-        host: Arc<str>,
-        port: u16,
-        attempt: u32,
-        /// The upstream's status, or what ended the attempt.
-        outcome: Result<u16, &'static str>,
-    },
+pub struct AttemptRecord {
+    pub span_id: SpanId,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub host: Arc<str>,
+    pub port: u16,
+    pub attempt: u32,
+    /// The upstream's status, or what ended the attempt.
+    pub outcome: Result<u16, &'static str>,
 }
 
-/// A server span's request and response.
+/// A server span's request and response, and the attempts made upstream.
 #[derive(Debug)]
 pub struct ServerDetail {
     pub facts: RequestFacts,
@@ -94,6 +99,7 @@ pub struct ServerDetail {
     pub bytes_out: u64,
     /// The whole response body was sent.
     pub complete: bool,
+    pub attempts: Vec<AttemptRecord>,
 }
 
 /// Writes `ExportTraceServiceRequest`s. The resource and scope are encoded once; spans are
@@ -103,8 +109,8 @@ pub struct Encoder {
     resource: Vec<u8>,
     /// `ScopeSpans.scope` (field and length included).
     scope: Vec<u8>,
-    /// Every span of the batch, each as a `ScopeSpans.spans` field.
-    spans: Vec<u8>,
+    /// How many bytes the last batch's spans took: the next buffer's capacity.
+    last_len: usize,
     /// One span's message.
     span: Vec<u8>,
     /// An attribute value being formatted.
@@ -126,31 +132,49 @@ impl Encoder {
         Encoder {
             resource: res,
             scope,
-            spans: Vec::new(),
+            last_len: 0,
             span: Vec::new(),
             value: String::new(),
         }
     }
 
-    /// The export request carrying `batch`.
-    pub fn encode(&mut self, batch: &[SpanRecord]) -> Vec<u8> {
-        self.spans.clear();
+    /// The export request carrying `batch`, behind gRPC's 5-byte message prefix when `grpc`.
+    /// The spans are written once, into the buffer that is sent: after room for the
+    /// request's head (whose lengths depend on them), which is then written right before them.
+    pub fn encode(&mut self, batch: &[SpanRecord], grpc: bool) -> Bytes {
+        // gRPC prefix, two keys, two lengths of at most 5 bytes, the resource and the scope.
+        let room = 5 + 2 * (1 + 5) + self.resource.len() + self.scope.len();
+        let mut out = Vec::with_capacity(room + self.last_len);
+        out.resize(room, 0);
         for record in batch {
             self.span.clear();
-            encode_span(&mut self.span, &mut self.value, record);
-            message(&mut self.spans, 2, &self.span);
+            encode_server(&mut self.span, &mut self.value, record);
+            message(&mut out, 2, &self.span);
+            for attempt in &record.detail.attempts {
+                self.span.clear();
+                encode_client(&mut self.span, record, attempt);
+                message(&mut out, 2, &self.span);
+            }
         }
-        let scope_spans = self.scope.len() + self.spans.len();
+        self.last_len = out.len() - room;
+        let scope_spans = self.scope.len() + self.last_len;
         let resource_spans = self.resource.len() + field_len(scope_spans);
-        let mut out = Vec::with_capacity(field_len(resource_spans));
-        encode_key(1, WireType::LengthDelimited, &mut out);
-        encode_varint(resource_spans as u64, &mut out);
-        out.extend_from_slice(&self.resource);
-        encode_key(2, WireType::LengthDelimited, &mut out);
-        encode_varint(scope_spans as u64, &mut out);
-        out.extend_from_slice(&self.scope);
-        out.extend_from_slice(&self.spans);
-        out
+        let mut head = Vec::with_capacity(room);
+        if grpc {
+            // Not compressed, then the message's length (big-endian u32).
+            head.push(0);
+            let len = u32::try_from(field_len(resource_spans)).unwrap_or(u32::MAX);
+            head.extend_from_slice(&len.to_be_bytes());
+        }
+        encode_key(1, WireType::LengthDelimited, &mut head);
+        encode_varint(resource_spans as u64, &mut head);
+        head.extend_from_slice(&self.resource);
+        encode_key(2, WireType::LengthDelimited, &mut head);
+        encode_varint(scope_spans as u64, &mut head);
+        head.extend_from_slice(&self.scope);
+        let begin = room - head.len();
+        out[begin..room].copy_from_slice(&head);
+        Bytes::from(out).slice(begin..)
     }
 }
 
@@ -199,134 +223,161 @@ fn nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn encode_span(buf: &mut Vec<u8>, value: &mut String, r: &SpanRecord) {
-    string(buf, 1, &r.trace_id.to_bytes());
-    string(buf, 2, &r.span_id.to_bytes());
-    let state = r.trace_state.header();
+/// What every span starts with: ids, trace state, parent, flags, name, kind and times.
+struct Head<'a> {
+    span_id: SpanId,
+    parent: SpanId,
+    remote: bool,
+    name: &'a [u8],
+    kind: u64,
+    start: SystemTime,
+    end: SystemTime,
+}
+
+fn span_head(buf: &mut Vec<u8>, trace: &SpanRecord, h: Head<'_>) {
+    string(buf, 1, &trace.trace_id.to_bytes());
+    string(buf, 2, &h.span_id.to_bytes());
+    let state = trace.trace_state.header();
     if !state.is_empty() {
         string(buf, 3, state.as_bytes());
     }
-    if r.parent_span_id != SpanId::INVALID {
-        string(buf, 4, &r.parent_span_id.to_bytes());
+    if h.parent != SpanId::INVALID {
+        string(buf, 4, &h.parent.to_bytes());
     }
     // Only sampled spans are recorded.
     let mut flags = 0x01 | FLAG_HAS_IS_REMOTE;
-    if r.parent_remote {
+    if h.remote {
         flags |= FLAG_IS_REMOTE;
     }
     encode_key(16, WireType::ThirtyTwoBit, buf);
     buf.put_u32_le(flags);
-    let mut error: Option<&str> = None;
-    match &r.detail {
-        Detail::Server(d) => {
-            let f = &d.facts;
-            // Standard methods by name, anything else `other`, as the metrics label them.
-            let method = method_label(&f.method);
-            value.clear();
-            value.push_str(method);
-            if f.uri.is_some() {
-                value.push(' ');
-                value.push_str(f.route.as_deref().unwrap_or(""));
-            }
-            string(buf, 5, value.as_bytes());
-            encode_key(6, WireType::Varint, buf);
-            encode_varint(KIND_SERVER, buf);
-            times(buf, r);
-            attr_str(buf, 9, "http.request.method", method.as_bytes());
-            if let Some(uri) = &f.uri {
-                attr_str(buf, 9, "url.path", uri.path().as_bytes());
-                let scheme: &[u8] = if f.https { b"https" } else { b"http" };
-                attr_str(buf, 9, "url.scheme", scheme);
-            }
-            if let Some(host) = &f.host {
-                attr_str(buf, 9, "server.address", host.as_bytes());
-            }
-            if let Some(ip) = f.client {
-                value.clear();
-                let _ = write!(value, "{ip}");
-                attr_str(buf, 9, "client.address", value.as_bytes());
-            }
-            if let Some(v) = f.version {
-                attr_str(buf, 9, "network.protocol.version", protocol_version(v));
-            }
-            if let Some(id) = &f.request_id {
-                attr_str(buf, 9, "portico.request_id", id.as_bytes());
-            }
-            if let Some(id) = f.route_id {
-                let mut text = [0u8; 36];
-                let id = id.hyphenated().encode_lower(&mut text);
-                attr_str(buf, 9, "portico.route.id", id.as_bytes());
-            }
-            if let Some(r) = &f.route {
-                attr_str(buf, 9, "portico.route.name", r.as_bytes());
-            }
-            if let Some(s) = f.service.as_deref().filter(|s| !s.is_empty()) {
-                attr_str(buf, 9, "portico.service.name", s.as_bytes());
-            }
-            if let Some(c) = &f.consumer {
-                attr_str(buf, 9, "portico.consumer", c.as_bytes());
-            }
-            attr_int(buf, "http.response.status_code", i64::from(d.status));
-            attr_int(
-                buf,
-                "http.response.body.size",
-                i64::try_from(d.bytes_out).unwrap_or(i64::MAX),
-            );
-            if d.status >= 500 {
-                error = Some("");
-            } else if !d.complete {
-                error = Some("response body incomplete");
-            }
-        }
-        Detail::Client {
-            host,
-            port,
-            attempt,
-            outcome,
-        } => {
-            string(buf, 5, b"upstream");
-            encode_key(6, WireType::Varint, buf);
-            encode_varint(KIND_CLIENT, buf);
-            times(buf, r);
-            attr_str(buf, 9, "server.address", host.as_bytes());
-            attr_int(buf, "server.port", i64::from(*port));
-            attr_int(buf, "portico.attempt", i64::from(*attempt));
-            match outcome {
-                Ok(status) => {
-                    attr_int(buf, "http.response.status_code", i64::from(*status));
-                    if *status >= 500 {
-                        error = Some("");
-                    }
-                }
-                Err(e) => {
-                    attr_str(buf, 9, "error.type", e.as_bytes());
-                    error = Some(e);
-                }
-            }
-        }
+    string(buf, 5, h.name);
+    encode_key(6, WireType::Varint, buf);
+    encode_varint(h.kind, buf);
+    encode_key(7, WireType::SixtyFourBit, buf);
+    buf.put_u64_le(nanos(h.start));
+    encode_key(8, WireType::SixtyFourBit, buf);
+    buf.put_u64_le(nanos(h.end));
+}
+
+/// The request's server span.
+fn encode_server(buf: &mut Vec<u8>, value: &mut String, r: &SpanRecord) {
+    let d = &r.detail;
+    let f = &d.facts;
+    // Standard methods by name, anything else `other`, as the metrics label them.
+    let method = method_label(&f.method);
+    value.clear();
+    value.push_str(method);
+    if f.uri.is_some() {
+        value.push(' ');
+        value.push_str(f.route.as_deref().unwrap_or(""));
     }
-    if let Some(message) = error {
-        // Status { message = 2, code = 3 }
-        let len = if message.is_empty() {
-            0
-        } else {
-            field_len(message.len())
-        } + 2;
-        encode_key(15, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
-        if !message.is_empty() {
-            string(buf, 2, message.as_bytes());
-        }
-        encode_key(3, WireType::Varint, buf);
-        encode_varint(STATUS_ERROR, buf);
+    span_head(
+        buf,
+        r,
+        Head {
+            span_id: r.span_id,
+            parent: r.parent_span_id,
+            remote: r.parent_remote,
+            name: value.as_bytes(),
+            kind: KIND_SERVER,
+            start: r.start,
+            end: r.end,
+        },
+    );
+    attr_str(buf, 9, "http.request.method", method.as_bytes());
+    if let Some(uri) = &f.uri {
+        attr_str(buf, 9, "url.path", uri.path().as_bytes());
+        let scheme: &[u8] = if f.https { b"https" } else { b"http" };
+        attr_str(buf, 9, "url.scheme", scheme);
+    }
+    if let Some(host) = &f.host {
+        attr_str(buf, 9, "server.address", host.as_bytes());
+    }
+    if let Some(ip) = f.client {
+        value.clear();
+        let _ = write!(value, "{ip}");
+        attr_str(buf, 9, "client.address", value.as_bytes());
+    }
+    if let Some(v) = f.version {
+        attr_str(buf, 9, "network.protocol.version", protocol_version(v));
+    }
+    if let Some(id) = &f.request_id {
+        attr_str(buf, 9, "portico.request_id", id.as_bytes());
+    }
+    if let Some(id) = f.route_id {
+        let mut text = [0u8; 36];
+        let id = id.hyphenated().encode_lower(&mut text);
+        attr_str(buf, 9, "portico.route.id", id.as_bytes());
+    }
+    if let Some(r) = &f.route {
+        attr_str(buf, 9, "portico.route.name", r.as_bytes());
+    }
+    if let Some(s) = f.service.as_deref().filter(|s| !s.is_empty()) {
+        attr_str(buf, 9, "portico.service.name", s.as_bytes());
+    }
+    if let Some(c) = &f.consumer {
+        attr_str(buf, 9, "portico.consumer", c.as_bytes());
+    }
+    attr_int(buf, "http.response.status_code", i64::from(d.status));
+    attr_int(
+        buf,
+        "http.response.body.size",
+        i64::try_from(d.bytes_out).unwrap_or(i64::MAX),
+    );
+    if d.status >= 500 {
+        error_status(buf, "");
+    } else if !d.complete {
+        error_status(buf, "response body incomplete");
     }
 }
 
-fn times(buf: &mut Vec<u8>, r: &SpanRecord) {
-    encode_key(7, WireType::SixtyFourBit, buf);
-    buf.put_u64_le(nanos(r.start));
-    encode_key(8, WireType::SixtyFourBit, buf);
-    buf.put_u64_le(nanos(r.end));
+/// One attempt's client span, child of the request's server span.
+fn encode_client(buf: &mut Vec<u8>, r: &SpanRecord, a: &AttemptRecord) {
+    span_head(
+        buf,
+        r,
+        Head {
+            span_id: a.span_id,
+            parent: r.span_id,
+            remote: false,
+            name: b"upstream",
+            kind: KIND_CLIENT,
+            start: a.start,
+            end: a.end,
+        },
+    );
+    attr_str(buf, 9, "server.address", a.host.as_bytes());
+    attr_int(buf, "server.port", i64::from(a.port));
+    attr_int(buf, "portico.attempt", i64::from(a.attempt));
+    match a.outcome {
+        Ok(status) => {
+            attr_int(buf, "http.response.status_code", i64::from(status));
+            if status >= 500 {
+                error_status(buf, "");
+            }
+        }
+        Err(e) => {
+            attr_str(buf, 9, "error.type", e.as_bytes());
+            error_status(buf, e);
+        }
+    }
+}
+
+/// `Status { message = 2, code = 3 }` with code ERROR; no message when `message` is empty.
+fn error_status(buf: &mut Vec<u8>, message: &str) {
+    let len = if message.is_empty() {
+        0
+    } else {
+        field_len(message.len())
+    } + 2;
+    encode_key(15, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    if !message.is_empty() {
+        string(buf, 2, message.as_bytes());
+    }
+    encode_key(3, WireType::Varint, buf);
+    encode_varint(STATUS_ERROR, buf);
 }
 
 fn protocol_version(v: Version) -> &'static [u8] {
@@ -341,9 +392,12 @@ fn protocol_version(v: Version) -> &'static [u8] {
 /// Where encoded export requests are sent. One per pipeline, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Transport {
+    /// Requests go through tonic's channel (connection, HTTP/2, reconnection) as plain HTTP
+    /// requests: the encoded batch is the body as it is, with no codec copying it again.
     Grpc {
-        client: tonic::client::Grpc<tonic::transport::Channel>,
-        metadata: tonic::metadata::MetadataMap,
+        channel: tonic::transport::Channel,
+        /// `content-type`, `te` and the configured metadata.
+        headers: HeaderMap,
     },
     Http {
         client: hyper_util::client::legacy::Client<
@@ -381,10 +435,13 @@ impl Transport {
                     .timeout(export.timeout)
                     .connect_timeout(export.timeout)
                     .connect_lazy();
-                Ok(Transport::Grpc {
-                    client: tonic::client::Grpc::new(channel),
-                    metadata,
-                })
+                let mut headers = metadata.into_headers();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+                Ok(Transport::Grpc { channel, headers })
             }
             OtlpProtocol::HttpProtobuf => {
                 let uri: Uri = endpoint
@@ -419,24 +476,31 @@ impl Transport {
         }
     }
 
+    /// Whether bodies carry gRPC's message prefix ([`Encoder::encode`]'s `grpc`).
+    pub fn grpc(&self) -> bool {
+        matches!(self, Transport::Grpc { .. })
+    }
+
     /// Sends one export request; the error says why the collector did not take it. The
     /// returned future owns clones of the (shared) clients, so several can be in flight.
     pub fn send(
         &self,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let call = match self {
-            Transport::Grpc { client, metadata } => {
-                let mut request = tonic::Request::new(Bytes::from(body));
-                *request.metadata_mut() = metadata.clone();
-                Call::Grpc(client.clone(), request)
+            Transport::Grpc { channel, headers } => {
+                let mut request = http::Request::new(tonic::body::Body::new(Full::new(body)));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = Uri::from_static(EXPORT_PATH);
+                *request.headers_mut() = headers.clone();
+                Call::Grpc(channel.clone(), request)
             }
             Transport::Http {
                 client,
                 uri,
                 headers,
             } => {
-                let mut request = http::Request::new(Full::new(Bytes::from(body)));
+                let mut request = http::Request::new(Full::new(body));
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() = headers.clone();
@@ -450,10 +514,7 @@ impl Transport {
 /// One export request, ready to go (one per batch, so its size does not matter).
 #[allow(clippy::large_enum_variant)]
 enum Call {
-    Grpc(
-        tonic::client::Grpc<tonic::transport::Channel>,
-        tonic::Request<Bytes>,
-    ),
+    Grpc(tonic::transport::Channel, http::Request<tonic::body::Body>),
     Http(
         hyper_util::client::legacy::Client<
             hyper_util::client::legacy::connect::HttpConnector,
@@ -466,31 +527,36 @@ enum Call {
 impl Call {
     async fn run(self) -> Result<(), String> {
         match self {
-            Call::Grpc(mut client, request) => {
-                client
-                    .ready()
+            Call::Grpc(mut channel, request) => {
+                use tonic::codegen::Service;
+                std::future::poll_fn(|cx| channel.poll_ready(cx))
                     .await
-                    .map_err(|e| format!("cannot reach the collector: {e}"))?;
-                client
-                    .unary::<_, (), _>(
-                        request,
-                        http::uri::PathAndQuery::from_static(EXPORT_PATH),
-                        RawCodec,
-                    )
+                    .map_err(|e| format!("cannot reach the collector: {}", chain(&e)))?;
+                let response = channel
+                    .call(request)
                     .await
-                    .map(drop)
-                    .map_err(|s| format!("{}: {}", s.code(), s.message()))
+                    .map_err(|e| format!("cannot reach the collector: {}", chain(&e)))?;
+                let (head, body) = response.into_parts();
+                if head.status != http::StatusCode::OK {
+                    return Err(format!("the collector answered HTTP {}", head.status));
+                }
+                // The status is in the trailers, or in the head of a trailers-only answer.
+                let trailers = body
+                    .collect()
+                    .await
+                    .map_err(|e| format!("the collector's answer broke off: {e}"))?
+                    .trailers()
+                    .cloned();
+                let status = tonic::Status::from_header_map(&head.headers)
+                    .or_else(|| trailers.as_ref().and_then(tonic::Status::from_header_map));
+                match status {
+                    Some(s) if s.code() == tonic::Code::Ok => Ok(()),
+                    Some(s) => Err(format!("{}: {}", s.code(), s.message())),
+                    None => Err("the collector's answer has no grpc-status".to_owned()),
+                }
             }
             Call::Http(client, request) => {
-                let response = client.request(request).await.map_err(|e| {
-                    let mut msg = e.to_string();
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(s) = source {
-                        let _ = write!(msg, ": {s}");
-                        source = s.source();
-                    }
-                    msg
-                })?;
+                let response = client.request(request).await.map_err(|e| chain(&e))?;
                 let status = response.status();
                 // Read the (small) answer so the connection goes back to the pool.
                 let _ = response.into_body().collect().await;
@@ -504,51 +570,15 @@ impl Call {
     }
 }
 
-/// Sends an already encoded export request and ignores the answer's content (its
-/// `partial_success`, when any, is the collector's to log).
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = ();
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(msg, ": {s}");
+        source = s.source();
     }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = ();
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<()>, tonic::Status> {
-        src.advance(src.remaining());
-        Ok(Some(()))
-    }
+    msg
 }
 
 #[cfg(test)]
@@ -588,7 +618,7 @@ mod tests {
             trace_state: "vendor=1".parse().unwrap(),
             start,
             end: start + Duration::from_millis(3),
-            detail: Detail::Server(Box::new(ServerDetail {
+            detail: Box::new(ServerDetail {
                 facts: RequestFacts {
                     method: Method::GET,
                     uri: Some("/items/7?key=secret".parse().unwrap()),
@@ -605,27 +635,38 @@ mod tests {
                 status: 502,
                 bytes_out: 1234,
                 complete: true,
-            })),
+                attempts: vec![
+                    AttemptRecord {
+                        span_id: SpanId::from(0x2222),
+                        start: start + Duration::from_millis(1),
+                        end: start + Duration::from_millis(2),
+                        host: "10.0.0.5".into(),
+                        port: 8080,
+                        attempt: 1,
+                        outcome: Err("connect timeout"),
+                    },
+                    AttemptRecord {
+                        span_id: SpanId::from(0x3333),
+                        start: start + Duration::from_millis(2),
+                        end: start + Duration::from_millis(3),
+                        host: "10.0.0.6".into(),
+                        port: 8080,
+                        attempt: 2,
+                        outcome: Ok(502),
+                    },
+                ],
+            }),
         };
-        let client = SpanRecord {
-            trace_id,
-            span_id: SpanId::from(0x2222),
-            parent_span_id: SpanId::from(0x1111),
-            parent_remote: false,
-            trace_state: TraceState::NONE,
-            start: start + Duration::from_millis(1),
-            end: start + Duration::from_millis(2),
-            detail: Detail::Client {
-                host: "10.0.0.5".into(),
-                port: 8080,
-                attempt: 2,
-                outcome: Err("connect timeout"),
-            },
-        };
+        assert_eq!(server.spans(), 3);
         let mut encoder = Encoder::new(&[("service.name", "portico"), ("team", "edge")]);
         // Twice through the same encoder: its buffers are reused, not appended to.
-        let _ = encoder.encode(&[client_clone(&client)]);
-        let bytes = encoder.encode(&[server, client]);
+        let _ = encoder.encode(&[minimal()], false);
+        let framed = encoder.encode(&[server], true);
+        // gRPC's prefix: not compressed, then the message's length.
+        assert_eq!(framed[0], 0);
+        let len = u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, framed.len() - 5);
+        let bytes = framed.slice(5..);
         let req = ExportTraceServiceRequest::decode(&bytes[..]).expect("valid OTLP");
         assert_eq!(req.resource_spans.len(), 1);
         let rs = &req.resource_spans[0];
@@ -649,7 +690,7 @@ mod tests {
         );
         let ss = &rs.scope_spans[0];
         assert_eq!(ss.scope.as_ref().unwrap().name, "portico");
-        assert_eq!(ss.spans.len(), 2);
+        assert_eq!(ss.spans.len(), 3);
 
         let s = &ss.spans[0];
         assert_eq!(s.trace_id, trace_id.to_bytes());
@@ -686,9 +727,14 @@ mod tests {
         assert_eq!((status.code, status.message.as_str()), (2, ""));
 
         let c = &ss.spans[1];
+        assert_eq!(c.trace_id, trace_id.to_bytes());
+        assert_eq!(c.span_id, SpanId::from(0x2222).to_bytes());
         assert_eq!(c.parent_span_id, SpanId::from(0x1111).to_bytes());
         assert_eq!(c.flags, 0x101);
-        assert!(c.trace_state.is_empty());
+        // The attempt continues the trace, with its state.
+        assert_eq!(c.trace_state, "vendor=1");
+        assert_eq!(c.start_time_unix_nano, 1_700_000_000_124_456_789);
+        assert_eq!(c.end_time_unix_nano, 1_700_000_000_125_456_789);
         assert_eq!(
             (c.name.as_str(), c.kind),
             ("upstream", SpanKind::Client as i32)
@@ -698,7 +744,7 @@ mod tests {
             [
                 ("server.address", "10.0.0.5"),
                 ("server.port", "int:8080"),
-                ("portico.attempt", "int:2"),
+                ("portico.attempt", "int:1"),
                 ("error.type", "connect timeout"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -708,13 +754,25 @@ mod tests {
             (status.code, status.message.as_str()),
             (2, "connect timeout")
         );
+        let c = &ss.spans[2];
+        assert_eq!(c.parent_span_id, SpanId::from(0x1111).to_bytes());
+        assert_eq!(
+            attrs(c),
+            [
+                ("server.address", "10.0.0.6"),
+                ("server.port", "int:8080"),
+                ("portico.attempt", "int:2"),
+                ("http.response.status_code", "int:502"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(c.status.as_ref().map(|s| s.code), Some(2));
     }
 
-    /// A root server span of a request refused before routing, and an attempt that answered.
-    #[test]
-    fn minimal_spans_decode() {
+    /// The root server span of a request refused before routing.
+    fn minimal() -> SpanRecord {
         let start = SystemTime::now();
-        let root = SpanRecord {
+        SpanRecord {
             trace_id: TraceId::from(7),
             span_id: SpanId::from(8),
             parent_span_id: SpanId::INVALID,
@@ -722,7 +780,7 @@ mod tests {
             trace_state: TraceState::NONE,
             start,
             end: start,
-            detail: Detail::Server(Box::new(ServerDetail {
+            detail: Box::new(ServerDetail {
                 facts: RequestFacts {
                     method: Method::POST,
                     request_id: Some(HeaderValue::from_static("r")),
@@ -731,9 +789,14 @@ mod tests {
                 status: 404,
                 bytes_out: 0,
                 complete: false,
-            })),
-        };
-        let bytes = Encoder::new(&[]).encode(&[root]);
+                attempts: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn minimal_spans_decode() {
+        let bytes = Encoder::new(&[]).encode(&[minimal()], false);
         let req = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
         let s = &req.resource_spans[0].scope_spans[0].spans[0];
         assert!(s.parent_span_id.is_empty());
@@ -753,31 +816,5 @@ mod tests {
             (status.code, status.message.as_str()),
             (2, "response body incomplete")
         );
-    }
-
-    fn client_clone(r: &SpanRecord) -> SpanRecord {
-        SpanRecord {
-            trace_id: r.trace_id,
-            span_id: r.span_id,
-            parent_span_id: r.parent_span_id,
-            parent_remote: r.parent_remote,
-            trace_state: r.trace_state.clone(),
-            start: r.start,
-            end: r.end,
-            detail: match &r.detail {
-                Detail::Client {
-                    host,
-                    port,
-                    attempt,
-                    outcome,
-                } => Detail::Client {
-                    host: Arc::clone(host),
-                    port: *port,
-                    attempt: *attempt,
-                    outcome: *outcome,
-                },
-                Detail::Server(_) => unreachable!(),
-            },
-        }
     }
 }

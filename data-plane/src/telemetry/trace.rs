@@ -3,13 +3,15 @@
 //!
 //! The request path does not go through the OpenTelemetry SDK's tracer: a span here is a few
 //! ids, a start time and, when sampled, what the proxy already knew about the request
-//! ([`RequestFacts`]: a method, the `Uri`, shared route labels). When it ends it is queued,
-//! without blocking, on a bounded channel; past [`QUEUE`] spans it is dropped and counted. One
-//! task per pipeline, on the proxy's runtime, encodes batches straight into OTLP protobuf and
-//! sends them ([`super::otlp`]): it is woken once a batch is full (one wake-up per `max_batch`
-//! spans, not per span) and otherwise drains what is queued every [`DRAIN_EVERY`]. A dead
-//! collector costs that task a failed export and one log line a minute, nothing on the request
-//! path.
+//! ([`RequestFacts`]: a method, the `Uri`, shared route labels). The upstream attempts' spans
+//! are kept on the request's [`RequestTrace`], and when the request ends it is queued with
+//! them, as one record, without blocking, on a small bounded channel; past [`QUEUE`] requests
+//! it is dropped and counted. One task per pipeline, on the proxy's runtime, encodes batches
+//! straight into OTLP protobuf, in the buffer that is sent ([`super::otlp`]), and sends up
+//! to [`IN_FLIGHT`] at once; the rest waits encoded, up to [`BACKLOG_SPANS`]. The task is
+//! woken once a batch is full (one wake-up per `max_batch` spans, not per span) and otherwise
+//! drains what is queued every [`DRAIN_EVERY`]. A dead collector costs that task a failed
+//! export and one log line a minute, nothing on the request path.
 //!
 //! Ids come from the SDK's random generator and the sampling decision is the SDK's
 //! `ParentBased(TraceIdRatioBased(rate))`: a client's own decision in `traceparent` is followed,
@@ -33,16 +35,18 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::otlp::RequestFacts;
-use super::otlp::{Detail, Encoder, ServerDetail, SpanRecord, Transport};
+use super::otlp::{AttemptRecord, Encoder, ServerDetail, SpanRecord, Transport};
 
 /// W3C trace-context headers.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// Ended spans that may wait for the exporter; past this, spans are dropped (counted). Room
-/// for several batches: exports are sent one at a time, and at 100% sampling a node ends
-/// tens of thousands of spans a second while one export is in flight.
-pub const QUEUE: usize = 16 * 1024;
+/// Ended requests (each a server span and its attempts) that may wait for the export task;
+/// past this, their spans are dropped (counted). The task is woken at every `max_batch`
+/// spans and encodes what is queued at once, so this holds a few batches; a slow collector's
+/// slack is the encoded backlog ([`BACKLOG_SPANS`]). Small, because every request writes the
+/// next slot: a ring of several MB is cold memory on every send.
+pub const QUEUE: usize = 1024;
 
 /// How often the export task drains the queue.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
@@ -137,6 +141,7 @@ impl Tracing {
             count: AtomicUsize::new(0),
             batch: export.max_batch.max(1),
             full: tokio::sync::Notify::new(),
+            slot_free: tokio::sync::Notify::new(),
         });
         runtime.spawn(
             Exporting {
@@ -145,6 +150,8 @@ impl Tracing {
                 max_batch: export.max_batch.max(1),
                 pending: Arc::clone(&pending),
                 slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT as usize)),
+                backlog: std::collections::VecDeque::new(),
+                backlog_spans: 0,
                 outcome: Arc::new(Outcome {
                     endpoint: export.endpoint.clone(),
                     timeout: export.timeout,
@@ -217,6 +224,7 @@ impl Tracing {
             parent_remote: remote,
             start,
             detail: None,
+            attempts: Vec::new(),
             tracing: Arc::clone(self),
         }
     }
@@ -232,23 +240,25 @@ impl Tracing {
 
     /// Queues an ended span; drops it (counted) when the exporter is behind.
     fn end(&self, span: SpanRecord) {
+        let n = span.spans();
         match self.queue.try_send(span) {
             Ok(()) => {
                 // Every full batch's worth wakes the task, also while it is busy exporting (the
                 // wake-up is kept for when it is done), so the queue is drained as fast as the
                 // collector takes it rather than every DRAIN_EVERY.
                 let p = &self.pending;
-                if (p.count.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(p.batch) {
+                let before = p.count.fetch_add(n, Ordering::Relaxed);
+                if before / p.batch != (before + n) / p.batch {
                     p.full.notify_one();
                 }
             }
             Err(TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                if self.dropped.fetch_add(n as u64, Ordering::Relaxed) == 0 {
                     tracing::warn!(endpoint = %self.export.endpoint, "the trace exporter is behind; dropping spans");
                 }
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }
@@ -275,6 +285,8 @@ struct Pending {
     count: AtomicUsize,
     batch: usize,
     full: tokio::sync::Notify,
+    /// An export ended and freed its slot.
+    slot_free: tokio::sync::Notify,
 }
 
 /// A valid trace context received from the client.
@@ -295,6 +307,12 @@ struct Ids {
 /// 51,000 spans a second).
 const IN_FLIGHT: u32 = 4;
 
+/// Spans that may wait, encoded, for an export slot while [`IN_FLIGHT`] exports are out;
+/// past this, new batches are dropped (counted). The queue of ended requests stays small
+/// (it is cycled through on every request, so it should stay in cache) and the slack for a
+/// slow collector is kept here, as compact protobuf.
+const BACKLOG_SPANS: usize = 16 * 1024;
+
 /// The export task of one pipeline.
 struct Exporting {
     transport: Transport,
@@ -304,6 +322,9 @@ struct Exporting {
     /// Permits for exports in flight.
     slots: Arc<tokio::sync::Semaphore>,
     outcome: Arc<Outcome>,
+    /// Encoded batches waiting for a permit, and their span counts.
+    backlog: std::collections::VecDeque<(bytes::Bytes, usize)>,
+    backlog_spans: usize,
 }
 
 /// How the pipeline's exports went, shared by the exports in flight.
@@ -319,8 +340,9 @@ struct Outcome {
 }
 
 impl Exporting {
-    /// Drains the queue every [`DRAIN_EVERY`], on full batches and on flush requests, until the
-    /// [`Tracing`] is dropped; then exports what is left and waits for it.
+    /// Drains the queue every [`DRAIN_EVERY`], on full batches, when an export ends and on
+    /// flush requests, until the [`Tracing`] is dropped; then exports what is left and waits
+    /// for it.
     async fn run(
         mut self,
         mut spans: Receiver<SpanRecord>,
@@ -329,19 +351,27 @@ impl Exporting {
         let mut tick = tokio::time::interval(DRAIN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut waiting = Vec::new();
-        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = self.pending.full.notified() => {}
                 done = flushes.recv() => waiting.extend(done),
+                () = self.pending.slot_free.notified() => {
+                    // An export ended: the backlog may go on, but a partial batch waits.
+                    self.send_backlog();
+                    continue;
+                }
             }
             while let Ok(done) = flushes.try_recv() {
                 waiting.push(done);
             }
-            let closed = self.drain(&mut spans, &mut batch).await;
+            let closed = self.drain(&mut spans, &mut batch);
+            self.send_backlog();
             if closed || !waiting.is_empty() {
-                // Every export in flight has finished once all permits are free.
+                // Everything encoded goes out, then every export in flight has finished once
+                // all permits are free.
+                self.send_backlog_waiting().await;
                 let _all = self.slots.acquire_many(IN_FLIGHT).await;
             }
             for done in waiting.drain(..) {
@@ -353,39 +383,73 @@ impl Exporting {
         }
     }
 
-    /// Sends everything queued, in batches; returns whether the queue is closed.
-    async fn drain(
-        &mut self,
-        spans: &mut Receiver<SpanRecord>,
-        batch: &mut Vec<SpanRecord>,
-    ) -> bool {
+    /// Encodes everything queued, in batches of about `max_batch` spans, into the backlog;
+    /// returns whether the queue is closed.
+    fn drain(&mut self, spans: &mut Receiver<SpanRecord>, batch: &mut Vec<SpanRecord>) -> bool {
+        let grpc = self.transport.grpc();
         loop {
-            let closed = take_batch(spans, self.max_batch, batch);
-            self.pending.count.fetch_sub(batch.len(), Ordering::Relaxed);
-            let full = batch.len() == self.max_batch;
+            let (closed, count) = take_batch(spans, self.max_batch, batch);
+            self.pending.count.fetch_sub(count, Ordering::Relaxed);
             if !batch.is_empty() {
-                let body = self.encoder.encode(batch);
-                let count = batch.len();
+                let body = self.encoder.encode(batch, grpc);
                 batch.clear();
-                // Waits while IN_FLIGHT exports are out: the queue, bounded, takes the slack.
-                let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
-                    return true;
-                };
-                let send = self.transport.send(body);
-                let outcome = Arc::clone(&self.outcome);
-                tokio::spawn(async move {
-                    let result = match tokio::time::timeout(outcome.timeout, send).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!("no answer within {:?}", outcome.timeout)),
-                    };
-                    outcome.report(result, count);
-                    drop(permit);
-                });
+                if self.backlog_spans + count > BACKLOG_SPANS {
+                    if self.outcome.lost.fetch_add(count as u64, Ordering::Relaxed) == 0 {
+                        tracing::warn!(endpoint = %self.outcome.endpoint, "the trace exporter is behind; dropping spans");
+                    }
+                } else {
+                    self.backlog_spans += count;
+                    self.backlog.push_back((body, count));
+                }
             }
-            if closed || !full {
+            if closed || count < self.max_batch {
                 return closed;
             }
         }
+    }
+
+    /// Sends backlogged batches while export slots are free.
+    fn send_backlog(&mut self) {
+        while !self.backlog.is_empty() {
+            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                return;
+            };
+            self.send_next(permit);
+        }
+    }
+
+    /// Sends every backlogged batch, waiting for slots (at a flush and at the end).
+    async fn send_backlog_waiting(&mut self) {
+        while !self.backlog.is_empty() {
+            let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
+                return;
+            };
+            self.send_next(permit);
+        }
+    }
+
+    /// Sends the oldest backlogged batch with `permit`.
+    fn send_next(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        if let Some((body, count)) = self.backlog.pop_front() {
+            self.backlog_spans -= count;
+            self.send(body, count, permit);
+        }
+    }
+
+    /// One export, in its own task; its end wakes the export task for the backlog.
+    fn send(&self, body: bytes::Bytes, count: usize, permit: tokio::sync::OwnedSemaphorePermit) {
+        let send = self.transport.send(body);
+        let outcome = Arc::clone(&self.outcome);
+        let pending = Arc::clone(&self.pending);
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(outcome.timeout, send).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {:?}", outcome.timeout)),
+            };
+            outcome.report(result, count);
+            drop(permit);
+            pending.slot_free.notify_one();
+        });
     }
 }
 
@@ -414,20 +478,30 @@ impl Outcome {
     }
 }
 
-/// Moves up to `max` queued spans into `batch`; returns whether the queue is closed (the
-/// [`Tracing`] dropped).
-fn take_batch(spans: &Receiver<SpanRecord>, max: usize, batch: &mut Vec<SpanRecord>) -> bool {
-    while batch.len() < max {
+/// Moves queued requests into `batch` until it holds `max` spans or more; returns whether
+/// the queue is closed (the [`Tracing`] dropped) and how many spans were taken.
+fn take_batch(
+    spans: &Receiver<SpanRecord>,
+    max: usize,
+    batch: &mut Vec<SpanRecord>,
+) -> (bool, usize) {
+    let mut count = 0;
+    while count < max {
         match spans.try_recv() {
-            Ok(span) => batch.push(span),
-            Err(TryRecvError::Empty) => return false,
-            Err(TryRecvError::Disconnected) => return true,
+            Ok(record) => {
+                count += record.spans();
+                batch.push(record);
+            }
+            Err(TryRecvError::Empty) => return (false, count),
+            Err(TryRecvError::Disconnected) => return (true, count),
         }
     }
-    false
+    (false, count)
 }
 
-/// The trace of one request: its server span and the pipeline it goes to.
+/// The trace of one request: its server span, the attempts made upstream, and the pipeline
+/// they go to. The attempts' spans travel with the server span: one queued record per
+/// request.
 #[derive(Debug)]
 pub struct RequestTrace {
     ids: Ids,
@@ -436,6 +510,8 @@ pub struct RequestTrace {
     start: SystemTime,
     /// What the span says about the request; only for a sampled span.
     detail: Option<Box<ServerDetail>>,
+    /// Ended attempts (sampled traces only).
+    attempts: Vec<AttemptRecord>,
     tracing: Arc<Tracing>,
 }
 
@@ -468,6 +544,7 @@ impl RequestTrace {
                 status: 0,
                 bytes_out: 0,
                 complete: false,
+                attempts: Vec::new(),
             }));
         }
     }
@@ -479,26 +556,60 @@ impl RequestTrace {
         }
     }
 
-    /// Starts the client span of one upstream attempt.
-    pub fn attempt(&self, attempt: u32, host: &Arc<str>, port: u16) -> AttemptSpan {
+    /// Starts the client span of one upstream attempt and writes `traceparent` (and
+    /// `tracestate`) for the upstream into `headers`, naming the attempt as the parent and
+    /// replacing whatever the client sent.
+    pub fn attempt(
+        &self,
+        attempt: u32,
+        host: &Arc<str>,
+        port: u16,
+        headers: &mut HeaderMap,
+    ) -> AttemptSpan {
         let ids = &self.ids;
+        let span_id = self.tracing.ids.new_span_id();
+        headers.insert(TRACEPARENT, traceparent(ids.trace_id, span_id, ids.sampled));
+        let state = ids.trace_state.header();
+        match HeaderValue::from_str(&state) {
+            Ok(v) if !state.is_empty() => {
+                headers.insert(TRACESTATE, v);
+            }
+            _ => {
+                headers.remove(&TRACESTATE);
+            }
+        }
         AttemptSpan {
-            ids: Ids {
-                trace_id: ids.trace_id,
-                span_id: self.tracing.ids.new_span_id(),
-                sampled: ids.sampled,
-                trace_state: ids.trace_state.clone(),
+            span_id,
+            // Unsampled attempts are never recorded: no clock read.
+            start: if ids.sampled {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
             },
-            parent_span_id: ids.span_id,
-            start: SystemTime::now(),
             host: Arc::clone(host),
             port,
             attempt,
-            tracing: Arc::clone(&self.tracing),
         }
     }
 
-    /// Ends the server span with the response status, `elapsed` after it started.
+    /// Ends an attempt with the upstream's status, or the error that ended it.
+    pub fn end_attempt(&mut self, span: AttemptSpan, outcome: Result<u16, &'static str>) {
+        if !self.ids.sampled {
+            return;
+        }
+        self.attempts.push(AttemptRecord {
+            span_id: span.span_id,
+            start: span.start,
+            end: SystemTime::now(),
+            host: span.host,
+            port: span.port,
+            attempt: span.attempt,
+            outcome,
+        });
+    }
+
+    /// Ends the server span with the response status, `elapsed` after it started, and queues
+    /// it with its attempts.
     pub fn finish(self, status: u16, bytes_out: u64, complete: bool, elapsed: Duration) {
         if !self.ids.sampled {
             return;
@@ -509,11 +620,13 @@ impl RequestTrace {
                 status: 0,
                 bytes_out: 0,
                 complete: false,
+                attempts: Vec::new(),
             })
         });
         detail.status = status;
         detail.bytes_out = bytes_out;
         detail.complete = complete;
+        detail.attempts = self.attempts;
         self.tracing.end(SpanRecord {
             trace_id: self.ids.trace_id,
             span_id: self.ids.span_id,
@@ -522,64 +635,19 @@ impl RequestTrace {
             trace_state: self.ids.trace_state,
             start: self.start,
             end: self.start + elapsed,
-            detail: Detail::Server(detail),
+            detail,
         });
     }
 }
 
-/// The span of one upstream attempt.
+/// The span of one upstream attempt, until [`RequestTrace::end_attempt`].
 #[derive(Debug)]
 pub struct AttemptSpan {
-    ids: Ids,
-    parent_span_id: SpanId,
+    span_id: SpanId,
     start: SystemTime,
     host: Arc<str>,
     port: u16,
     attempt: u32,
-    tracing: Arc<Tracing>,
-}
-
-impl AttemptSpan {
-    /// Writes `traceparent` (and `tracestate`) for the upstream, naming this attempt as the
-    /// parent, replacing whatever the client sent.
-    pub fn inject(&self, headers: &mut HeaderMap) {
-        let ids = &self.ids;
-        headers.insert(
-            TRACEPARENT,
-            traceparent(ids.trace_id, ids.span_id, ids.sampled),
-        );
-        let state = ids.trace_state.header();
-        match HeaderValue::from_str(&state) {
-            Ok(v) if !state.is_empty() => {
-                headers.insert(TRACESTATE, v);
-            }
-            _ => {
-                headers.remove(&TRACESTATE);
-            }
-        }
-    }
-
-    /// Ends the attempt with the upstream's status, or the error that ended it.
-    pub fn finish(self, outcome: Result<u16, &'static str>) {
-        if !self.ids.sampled {
-            return;
-        }
-        self.tracing.end(SpanRecord {
-            trace_id: self.ids.trace_id,
-            span_id: self.ids.span_id,
-            parent_span_id: self.parent_span_id,
-            parent_remote: false,
-            trace_state: self.ids.trace_state,
-            start: self.start,
-            end: SystemTime::now(),
-            detail: Detail::Client {
-                host: self.host,
-                port: self.port,
-                attempt: self.attempt,
-                outcome,
-            },
-        });
-    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
