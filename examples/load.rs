@@ -90,6 +90,15 @@ fn start_nginx(
     pin: Option<&str>,
     workers: usize,
 ) -> Proc {
+    // The headers Portico adds by default (Kong's): nginx does the same job, so the upstream
+    // sees and echoes the same request, and the client gets the same response headers.
+    const SAME_HEADERS: &str = "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+      proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_set_header X-Forwarded-Host $host;\n\
+      proxy_set_header X-Forwarded-Port $server_port;\n      proxy_set_header X-Forwarded-Path $request_uri;\n\
+      proxy_set_header X-Forwarded-Prefix /bench;\n      proxy_set_header X-Real-IP $remote_addr;\n\
+      proxy_set_header Via \"1.1 nginx\";\n      proxy_set_header X-Request-Id $request_id;\n\
+      add_header Via \"1.1 nginx\";\n      add_header X-Upstream-Latency $upstream_response_time;\n\
+      add_header X-Proxy-Latency 0;\n      add_header X-Request-Id $request_id;\n";
     let d = dir.display();
     let user = if is_root() { "user root;\n" } else { "" };
     let conf = format!(
@@ -100,7 +109,7 @@ fn start_nginx(
            keepalive_requests 1000000;\n  client_max_body_size 2m;\n  upstream echo {{ server {upstream}; keepalive 512; }}\n\
            server {{\n    listen 127.0.0.1:{port} reuseport;\n    listen 127.0.0.1:{h2_port} http2;\n    http2_max_concurrent_streams 128;\n\
                location / {{\n      proxy_pass http://echo;\n\
-               proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+               proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n{SAME_HEADERS}    }}\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
