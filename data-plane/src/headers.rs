@@ -23,20 +23,6 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus `Upgrade`-era
-/// leftovers that would open a tunnel (`HTTP2-Settings`, SECURITY.md §2.3).
-const HOP_BY_HOP: [HeaderName; 9] = [
-    HeaderName::from_static("connection"),
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("proxy-authenticate"),
-    HeaderName::from_static("te"),
-    HeaderName::from_static("trailer"),
-    HeaderName::from_static("transfer-encoding"),
-    HeaderName::from_static("upgrade"),
-    HeaderName::from_static("http2-settings"),
-];
-
 /// Headers only a trusted proxy may set; from anyone else they are dropped and regenerated.
 pub(crate) const FORWARDING: [HeaderName; 8] = [
     HeaderName::from_static("forwarded"),
@@ -49,24 +35,73 @@ pub(crate) const FORWARDING: [HeaderName; 8] = [
     HeaderName::from_static("x-real-ip"),
 ];
 
-/// Headers no client may set at all: identity headers that auth plugins own, and URL overrides
-/// some frameworks honour (SECURITY.md §1.4 step 10).
-const NEVER_FROM_CLIENT: [HeaderName; 10] = [
-    HeaderName::from_static("x-consumer-id"),
-    HeaderName::from_static("x-consumer-custom-id"),
-    HeaderName::from_static("x-consumer-username"),
-    HeaderName::from_static("x-consumer-groups"),
-    HeaderName::from_static("x-credential-identifier"),
-    HeaderName::from_static("x-anonymous-consumer"),
-    HeaderName::from_static("x-authenticated-groups"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-    HeaderName::from_static("x-http-method-override"),
-];
+/// Whether `name` describes one connection and is never forwarded (RFC 9110 §7.6.1), counting
+/// `Upgrade`-era leftovers that would open a tunnel (`HTTP2-Settings`, SECURITY.md §2.3).
+///
+/// These checks match the name's text: one pass over a request's names costs less than
+/// hashing every candidate name for a lookup, and most requests carry none of them.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "http2-settings"
+    )
+}
+
+/// Whether `name` is one of [`FORWARDING`].
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-forwarded-path"
+            | "x-forwarded-prefix"
+            | "x-real-ip"
+    )
+}
+
+/// Whether no client may set `name` at all: identity headers that auth plugins own, URL
+/// overrides some frameworks honour (SECURITY.md §1.4 step 10), and names holding an `_` (see
+/// [`strip_client_identity`]).
+fn is_never_from_client(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-consumer-id"
+            | "x-consumer-custom-id"
+            | "x-consumer-username"
+            | "x-consumer-groups"
+            | "x-credential-identifier"
+            | "x-anonymous-consumer"
+            | "x-authenticated-groups"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-http-method-override"
+    ) || name.as_str().as_bytes().contains(&b'_')
+}
+
+/// Removes every header whose name `doomed` picks. Names are matched in one pass over the
+/// map; only those present are hashed for removal, and a map with none is left untouched
+/// (no allocation).
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
 
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Collect names listed in Connection first; they are removed after the fixed set.
+    // Names listed in Connection are collected first: removing Connection loses them.
     let mut listed: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(CONNECTION) {
         if let Ok(s) = v.to_str() {
@@ -78,12 +113,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
-    }
-    for n in listed {
-        headers.remove(n);
-    }
+    remove_where(headers, |k| is_hop_by_hop(k) || listed.contains(k));
 }
 
 /// Addresses whose forwarding headers are believed (`--trusted-ips`).
@@ -146,6 +176,10 @@ pub struct Forwarding<'a> {
     pub path: &'a str,
     /// What strip_path removed, if anything but `/`.
     pub prefix: Option<&'a str>,
+    /// `peer` as a header value ([`ConnHeaders::peer`]).
+    pub peer_header: &'a HeaderValue,
+    /// `port` as a header value ([`ConnHeaders::port`]).
+    pub port_header: &'a HeaderValue,
 }
 
 /// The client's IP: the peer, or, behind trusted proxies, the right-most address of
@@ -229,29 +263,13 @@ pub fn check_h2_values(headers: &HeaderMap) -> Result<(), crate::error::ProxyErr
 /// Removes the identity headers auth plugins own (and URL overrides) from a client request.
 /// Runs before the plugin chain, so neither a plugin nor the upstream ever sees a client's
 /// own `X-Consumer-ID`; what the chain sets afterwards is what goes upstream.
-pub fn strip_client_identity(headers: &mut HeaderMap) {
-    for h in &NEVER_FROM_CLIENT {
-        headers.remove(h);
-    }
-    strip_underscored(headers);
-}
-
-/// Drops header names containing `_`, as nginx (and so Kong) does by default
+///
+/// Header names containing `_` go too, as nginx (and so Kong) drops them by default
 /// (`underscores_in_headers off`): some servers read `_` as `-`, so `Transfer_Encoding` or
 /// `X_Forwarded_For` would mean something to them that the gateway never checked (SECURITY.md
-/// §2.3 item 6). A request without any (the usual case) is only scanned.
-fn strip_underscored(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| k.as_str().contains('_')) {
-        return;
-    }
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(&name);
-    }
+/// §2.3 item 6).
+pub fn strip_client_identity(headers: &mut HeaderMap) {
+    remove_where(headers, is_never_from_client);
 }
 
 /// Prepares client headers for forwarding: removes hop-by-hop and spoofable forwarding
@@ -264,10 +282,6 @@ pub fn forward_request_headers(
     via: &HeaderValue,
 ) {
     strip_hop_by_hop(headers);
-    // Framing is hyper's job: it derives Content-Length / chunked from the body we pass, so a
-    // client cannot smuggle its own framing through (SECURITY.md §2.3 item 2).
-    headers.remove(http::header::CONTENT_LENGTH);
-    headers.remove(http::header::EXPECT);
 
     let xff_in = if f.trusted {
         joined(headers, &X_FORWARDED_FOR)
@@ -286,16 +300,21 @@ pub fn forward_request_headers(
     let port = keep(headers, &X_FORWARDED_PORT);
     let path = keep(headers, &X_FORWARDED_PATH);
     let prefix = keep(headers, &X_FORWARDED_PREFIX);
-    for h in &FORWARDING {
-        headers.remove(h);
-    }
+    // Framing is hyper's job: it derives Content-Length / chunked from the body we pass, so a
+    // client cannot smuggle its own framing through (SECURITY.md §2.3 item 2).
+    remove_where(headers, |k| {
+        k == http::header::CONTENT_LENGTH || k == http::header::EXPECT || is_forwarding(k)
+    });
+    // Room for what follows, so the map grows once rather than on the way.
+    headers.reserve(8);
 
-    let peer = canonical_ip(f.peer).to_string();
     let xff = match xff_in {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer,
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", canonical_ip(f.peer))).ok(),
+        None => Some(f.peer_header.clone()),
     };
-    insert_str(headers, X_FORWARDED_FOR, &xff);
+    if let Some(xff) = xff {
+        headers.insert(X_FORWARDED_FOR, xff);
+    }
     headers.insert(
         X_FORWARDED_PROTO,
         proto.unwrap_or(HeaderValue::from_static(f.scheme)),
@@ -304,10 +323,10 @@ pub fn forward_request_headers(
         Some(h) => headers.insert(X_FORWARDED_HOST, h),
         None => insert_str(headers, X_FORWARDED_HOST, f.host),
     };
-    match port {
-        Some(p) => headers.insert(X_FORWARDED_PORT, p),
-        None => headers.insert(X_FORWARDED_PORT, HeaderValue::from(f.port)),
-    };
+    headers.insert(
+        X_FORWARDED_PORT,
+        port.unwrap_or_else(|| f.port_header.clone()),
+    );
     match path {
         Some(p) => headers.insert(X_FORWARDED_PATH, p),
         None => insert_str(headers, X_FORWARDED_PATH, f.path),
@@ -321,8 +340,32 @@ pub fn forward_request_headers(
         }
         (None, None) => {}
     }
-    insert_str(headers, X_REAL_IP, &canonical_ip(client).to_string());
+    if canonical_ip(client) == canonical_ip(f.peer) {
+        headers.insert(X_REAL_IP, f.peer_header.clone());
+    } else {
+        insert_str(headers, X_REAL_IP, &canonical_ip(client).to_string());
+    }
     headers.append(http::header::VIA, via.clone());
+}
+
+/// A connection's own forwarding values, made once per connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct ConnHeaders {
+    /// The peer's address (IPv4-mapped shown as IPv4): X-Forwarded-For and X-Real-IP.
+    pub peer: HeaderValue,
+    /// The port the connection arrived on: X-Forwarded-Port.
+    pub port: HeaderValue,
+}
+
+impl ConnHeaders {
+    /// The values for a connection from `peer` to local port `port`.
+    pub fn new(peer: IpAddr, port: u16) -> Self {
+        ConnHeaders {
+            peer: HeaderValue::from_str(&canonical_ip(peer).to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            port: HeaderValue::from(port),
+        }
+    }
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -402,8 +445,29 @@ impl RequestIds {
     /// A new id: 8 hex chars of process prefix, 16 of counter.
     pub fn fresh(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let s = format!("{:08x}{:016x}", self.prefix, n);
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let mut id = [0u8; 24];
+        hex_into(&mut id[..8], u64::from(self.prefix));
+        hex_into(&mut id[8..], n);
+        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+/// Writes `n` as lowercase hex, zero-padded to fill `out` (its low `out.len()` digits).
+fn hex_into(out: &mut [u8], mut n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+    }
+}
+
+/// A latency in milliseconds as a header value; the usual single digits are static (no
+/// allocation).
+pub fn millis_value(ms: u64) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(ms as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(ms),
     }
 }
 

@@ -36,6 +36,21 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The server name the client sent in its TLS handshake, lowercased.
     pub sni: Option<Arc<str>>,
+    /// The peer address and local port as forwarding header values, made once.
+    pub fwd: headers::ConnHeaders,
+}
+
+impl ConnInfo {
+    /// A plain-TCP connection from `peer` to `local`.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        ConnInfo {
+            peer,
+            local,
+            tls: false,
+            sni: None,
+            fwd: headers::ConnHeaders::new(peer.ip(), local.port()),
+        }
+    }
 }
 
 /// Header names of Portico's own response headers.
@@ -52,7 +67,6 @@ pub async fn handle(
     shared: &Shared,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let started_at = SystemTime::now();
     shared.stats.requests_total.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveRequest::enter(&shared.stats.requests_active);
     let request_id = shared.ids.for_request(req.headers());
@@ -64,9 +78,12 @@ pub async fn handle(
     let method = req.method().clone();
     let bytes_in = req.body().size_hint().exact();
     let telemetry = &shared.telemetry;
+    // Wall-clock time only for a log line or a span to carry.
+    let started_at =
+        (telemetry.access_log.is_some() || telemetry.tracing.is_some()).then(SystemTime::now);
     let log_start = telemetry.access_log.as_ref().map(|log| LogStart {
         log: Arc::clone(log),
-        started_at,
+        started_at: started_at.unwrap_or_else(SystemTime::now),
         request_id: request_id.clone(),
         method: method.clone(),
         uri: req.uri().clone(),
@@ -75,7 +92,7 @@ pub async fn handle(
         bytes_in: bytes_in.unwrap_or(0),
     });
     let mut observed = Observed::default();
-    observed.started_at = Some(started_at);
+    observed.started_at = started_at;
     observed.logging = log_start.is_some();
     observed.parent = telemetry
         .tracing
@@ -135,7 +152,7 @@ pub async fn handle(
             h.insert(SERVER, shared.server.clone());
             h.insert(
                 RESPONSE_LATENCY,
-                HeaderValue::from(start.elapsed().as_millis() as u64),
+                headers::millis_value(start.elapsed().as_millis() as u64),
             );
             resp
         }
@@ -143,7 +160,10 @@ pub async fn handle(
     resp.headers_mut().insert(REQUEST_ID, request_id);
     // A request the node traces that ended before a route was chosen still gets its span.
     if let (None, Some(t)) = (&observed.trace, &telemetry.tracing) {
-        let mut trace = t.start_request(observed.parent.as_ref(), started_at);
+        let mut trace = t.start_request(
+            observed.parent.as_ref(),
+            started_at.unwrap_or_else(SystemTime::now),
+        );
         if trace.is_sampled() {
             trace.describe(RequestFacts {
                 method: method.clone(),
@@ -315,7 +335,7 @@ async fn proxy(
                 .headers
                 .get(&X_FORWARDED_PROTO)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
-    let m = rt
+    let mut m = rt
         .router
         .find(&RouteRequest {
             method: parts.method.as_str(),
@@ -366,7 +386,10 @@ async fn proxy(
         };
         let mut trace = tracing.start_request(
             parent.as_ref(),
-            observed.started_at.unwrap_or_else(SystemTime::now),
+            // Only a route's own `opentelemetry` plugin traces a request the node does not.
+            observed
+                .started_at
+                .unwrap_or_else(|| SystemTime::now() - start.elapsed()),
         );
         if trace.is_sampled() {
             let (route_label, service_label) = observed.route_labels().unzip();
@@ -465,10 +488,10 @@ async fn proxy(
     // Upstream target: origin-form path + the client's query string (as plugins left it).
     let pq = match &query {
         Some(q) => format!("{}?{}", m.upstream_path, q),
-        None => m.upstream_path.clone(),
+        None => std::mem::take(&mut m.upstream_path),
     };
-    parts.uri = pq
-        .parse()
+    // From the string's own buffer: no copy.
+    parts.uri = Uri::from_maybe_shared(bytes::Bytes::from(pq))
         .map_err(|_| ProxyError::BadRequest("Invalid request target"))?;
     // The balancer's hash key, read from the request as the client (and plugins) left it.
     let hash_key = match &service.destination {
@@ -490,6 +513,8 @@ async fn proxy(
         port: conn.local.port(),
         path: &path,
         prefix: m.stripped_prefix.as_deref(),
+        peer_header: &conn.fwd.peer,
+        port_header: &conn.fwd.port,
     };
     let preserved_host = if route.preserve_host {
         original.clone()
@@ -550,9 +575,9 @@ async fn proxy(
         )
     });
 
-    let proxy_latency = start.elapsed();
     let request = Request::from_parts(parts, body);
     let upstream_start = Instant::now();
+    let proxy_latency = upstream_start - start;
     let mut attempts = Attempts::default();
     let result = send_with_retries(
         request,
@@ -613,11 +638,11 @@ async fn proxy(
     parts.headers.append(VIA, shared.via.clone());
     parts.headers.insert(
         UPSTREAM_LATENCY,
-        HeaderValue::from(upstream_latency.as_millis() as u64),
+        headers::millis_value(upstream_latency.as_millis() as u64),
     );
     parts.headers.insert(
         PROXY_LATENCY,
-        HeaderValue::from(proxy_latency.as_millis() as u64),
+        headers::millis_value(proxy_latency.as_millis() as u64),
     );
     let body = ProxyBody::Upstream(TimedBody::new(body, service.read_timeout));
     Ok(Response::from_parts(parts, body))

@@ -79,7 +79,9 @@ impl Body for ProxyBody {
 pub struct TimedBody {
     inner: Incoming,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Made on the first poll that finds no data: a body that is there when first read (most
+    /// small responses) never needs a timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     /// Whether the timer runs: armed when a poll finds no data, disarmed by the next frame.
     waiting: bool,
     pub end: BodyEnd,
@@ -98,7 +100,7 @@ impl TimedBody {
         TimedBody {
             inner,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
             waiting: false,
             end: BodyEnd::default(),
         }
@@ -134,12 +136,20 @@ impl Body for TimedBody {
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                if !this.waiting {
-                    this.waiting = true;
-                    let deadline = Instant::now() + this.timeout;
-                    this.sleep.as_mut().reset(deadline);
-                }
-                match this.sleep.as_mut().poll(cx) {
+                let deadline = |timeout| Instant::now() + timeout;
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        if !this.waiting {
+                            sleep.as_mut().reset(deadline(this.timeout));
+                        }
+                        sleep
+                    }
+                    None => this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline(this.timeout)))),
+                };
+                this.waiting = true;
+                match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.end.done(false);
                         Poll::Ready(Some(Err(Box::new(BodyTimeout))))

@@ -157,12 +157,7 @@ async fn serve_with<H, F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo {
-            peer,
-            local: stream.local_addr().unwrap_or(local),
-            tls: false,
-            sni: None,
-        };
+        let conn = ConnInfo::new(peer, stream.local_addr().unwrap_or(local));
         let handler = handler.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();

@@ -18,6 +18,7 @@ fn connection_listed_headers_are_removed_but_ours_survive() {
         "http2-settings",
         HeaderValue::from_static("AAMAAABkAAQAAP__"),
     );
+    let conn = ConnHeaders::new("192.0.2.7".parse().unwrap(), 8000);
     let f = Forwarding {
         peer: "192.0.2.7".parse().unwrap(),
         trusted: false,
@@ -26,6 +27,8 @@ fn connection_listed_headers_are_removed_but_ours_survive() {
         port: 8000,
         path: "/a",
         prefix: None,
+        peer_header: &conn.peer,
+        port_header: &conn.port,
     };
     let via = HeaderValue::from_static("1.1 portico");
     forward_request_headers(&mut h, &f, f.peer, &via);
@@ -54,6 +57,7 @@ fn untrusted_forwarding_headers_are_replaced_trusted_ones_kept() {
         h
     };
     let via = HeaderValue::from_static("1.1 portico");
+    let conn = ConnHeaders::new("10.1.2.3".parse().unwrap(), 8000);
     let mut f = Forwarding {
         peer: "10.1.2.3".parse().unwrap(),
         trusted: false,
@@ -62,6 +66,8 @@ fn untrusted_forwarding_headers_are_replaced_trusted_ones_kept() {
         port: 8000,
         path: "/x",
         prefix: Some("/svc"),
+        peer_header: &conn.peer,
+        port_header: &conn.port,
     };
     let mut h = mk();
     strip_client_identity(&mut h);
@@ -71,6 +77,7 @@ fn untrusted_forwarding_headers_are_replaced_trusted_ones_kept() {
     assert_eq!(h["x-forwarded-host"], "api.example.com");
     assert_eq!(h["x-forwarded-port"], "8000");
     assert_eq!(h["x-forwarded-prefix"], "/svc");
+    assert_eq!(h["x-real-ip"], "10.1.2.3");
     assert!(h.get("forwarded").is_none());
     assert!(
         h.get("x-consumer-id").is_none(),
@@ -84,7 +91,86 @@ fn untrusted_forwarding_headers_are_replaced_trusted_ones_kept() {
     assert_eq!(h["x-forwarded-for"], "127.0.0.1, 10.1.2.3");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "evil.example");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert!(h.get("x-consumer-id").is_none());
+}
+
+#[test]
+fn every_header_a_client_may_not_forward_goes_and_the_rest_stays() {
+    let mut h = HeaderMap::new();
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "http2-settings",
+        "content-length",
+        "expect",
+        "x-consumer-id",
+        "x-consumer-custom-id",
+        "x-consumer-username",
+        "x-consumer-groups",
+        "x-credential-identifier",
+        "x-anonymous-consumer",
+        "x-authenticated-groups",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x_forwarded_for",
+        "transfer_encoding",
+    ]
+    .into_iter()
+    .chain(FORWARDING.iter().map(HeaderName::as_str))
+    {
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static("client"),
+        );
+    }
+    // Repeated values of a doomed name all go.
+    h.append("x-consumer-id", HeaderValue::from_static("again"));
+    h.append("accept", HeaderValue::from_static("*/*"));
+    h.append("x-keep-me", HeaderValue::from_static("1"));
+    h.append("x-keep-me", HeaderValue::from_static("2"));
+    let conn = ConnHeaders::new("::ffff:192.0.2.9".parse().unwrap(), 443);
+    let f = Forwarding {
+        peer: "::ffff:192.0.2.9".parse().unwrap(),
+        trusted: false,
+        scheme: "https",
+        host: "example.com",
+        port: 443,
+        path: "/p",
+        prefix: None,
+        peer_header: &conn.peer,
+        port_header: &conn.port,
+    };
+    strip_client_identity(&mut h);
+    forward_request_headers(&mut h, &f, f.peer, &HeaderValue::from_static("1.1 portico"));
+    let mut left: Vec<(String, String)> = h
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    left.sort();
+    let expect: Vec<(String, String)> = [
+        ("accept", "*/*"),
+        ("via", "1.1 portico"),
+        ("x-forwarded-for", "192.0.2.9"),
+        ("x-forwarded-host", "example.com"),
+        ("x-forwarded-path", "/p"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-proto", "https"),
+        ("x-keep-me", "1"),
+        ("x-keep-me", "2"),
+        ("x-real-ip", "192.0.2.9"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(left, expect);
 }
 
 #[test]
@@ -141,4 +227,18 @@ fn request_ids_are_propagated_when_sane_and_unique_otherwise() {
     let b = ids.for_request(&h);
     assert_ne!(a, b);
     assert_eq!(a.len(), 24);
+    // Hex of the process prefix, then of the counter.
+    let ids = RequestIds {
+        prefix: 0x0a1b_2c3d,
+        counter: AtomicU64::new(0xfedc_ba98_7654_3210),
+    };
+    assert_eq!(ids.fresh(), "0a1b2c3dfedcba9876543210");
+    assert_eq!(ids.fresh(), "0a1b2c3dfedcba9876543211");
+}
+
+#[test]
+fn latency_values_print_milliseconds() {
+    for ms in [0, 7, 9, 10, 99, 1234, u64::MAX] {
+        assert_eq!(millis_value(ms), ms.to_string().as_str());
+    }
 }
