@@ -200,10 +200,9 @@ pub async fn serve(
         async move { status::handle(&req, &s) }
     };
     let s = Arc::clone(&shared);
-    let proxy_handler = move |req, conn| {
-        let s = Arc::clone(&s);
-        async move { proxy::handle(req, conn, &s).await }
-    };
+    // handle's own future, not one wrapped in a block: the wrapper would hold the request a
+    // second time.
+    let proxy_handler = move |req, conn| proxy::handle(req, conn, Arc::clone(&s));
 
     // Readiness turns 503 as soon as shutdown begins, so balancers stop sending new traffic
     // while in-flight requests drain.
