@@ -149,7 +149,13 @@ struct Handles {
     upstream_latency: Histogram,
     bytes_in: Counter,
     bytes_out: Counter,
+    /// The route's request counters for the first (method, status) pairs it answers, so the
+    /// usual request finds its series without the family's lock or hashing its labels.
+    requests: [OnceLock<(&'static str, u16, Counter)>; REQUEST_SERIES_CACHED],
 }
+
+/// (method, status) series each route keeps at hand; others are looked up in the family.
+const REQUEST_SERIES_CACHED: usize = 8;
 
 /// What the proxy learnt about one request, recorded by [`Metrics::record`].
 #[derive(Debug, Default)]
@@ -382,16 +388,8 @@ impl Metrics {
     ) -> Counter {
         let slot = observed.route.as_ref().unwrap_or(&self.unmatched);
         let code = resp.status().as_u16();
-        self.requests
-            .get_or_create(&RequestLabels {
-                service: slot.labels.service.clone(),
-                route: slot.labels.route.clone(),
-                method: method_label(method),
-                code,
-                class: class_label(code),
-            })
-            .inc();
         let h = slot.handles(self);
+        slot.count_request(self, h, method_label(method), code);
         h.latency.observe(elapsed.as_secs_f64());
         if let Some(up) = observed.upstream_latency {
             h.upstream_latency.observe(up.as_secs_f64());
@@ -535,8 +533,32 @@ impl RouteSlot {
                 upstream_latency: m.upstream_latency.get_or_create_owned(&self.labels),
                 bytes_in: m.bandwidth.get_or_create_owned(&bw("ingress")),
                 bytes_out: m.bandwidth.get_or_create_owned(&bw("egress")),
+                requests: Default::default(),
             }
         })
+    }
+
+    /// Counts one request answered `code` to `method`: through the route's cached series when
+    /// the pair is one of its first [`REQUEST_SERIES_CACHED`], else through the family.
+    fn count_request(&self, m: &Metrics, h: &Handles, method: &'static str, code: u16) {
+        let labels = || RequestLabels {
+            service: self.labels.service.clone(),
+            route: self.labels.route.clone(),
+            method,
+            code,
+            class: class_label(code),
+        };
+        for cell in &h.requests {
+            // An empty cell is claimed for this pair; a racing request may claim it for
+            // another, and this one then tries the next cell.
+            let (cm, cc, counter) =
+                cell.get_or_init(|| (method, code, m.requests.get_or_create_owned(&labels())));
+            if *cc == code && *cm == method {
+                counter.inc();
+                return;
+            }
+        }
+        m.requests.get_or_create(&labels()).inc();
     }
 }
 
@@ -589,6 +611,44 @@ services:
     routes:
       - { name: under-renamed, paths: [/b] }
 "#;
+
+    #[test]
+    fn request_counts_are_exact_past_the_cached_series() {
+        let pools = Pools::default();
+        let m = Metrics::new();
+        let snap = load_str(CONFIG, &|_| None).unwrap().snapshot;
+        let rt = Runtime::compile(snap, &pools).unwrap();
+        m.prepare(&rt);
+        let slot = &slots(&m)[0];
+        let h = slot.handles(&m);
+        // More distinct pairs than the cache holds, each counted a known number of times,
+        // interleaved.
+        let pairs: Vec<(&'static str, u16)> = ["GET", "POST", "PUT"]
+            .into_iter()
+            .flat_map(|meth| [200u16, 404, 500, 201].map(|c| (meth, c)))
+            .collect();
+        assert!(pairs.len() > REQUEST_SERIES_CACHED);
+        for round in 0..5 {
+            for (i, (meth, code)) in pairs.iter().enumerate() {
+                if round <= i % 5 {
+                    slot.count_request(&m, h, meth, *code);
+                }
+            }
+        }
+        for (i, (meth, code)) in pairs.iter().enumerate() {
+            let got = m
+                .requests
+                .get_or_create(&RequestLabels {
+                    service: slot.labels.service.clone(),
+                    route: slot.labels.route.clone(),
+                    method: meth,
+                    code: *code,
+                    class: class_label(*code),
+                })
+                .get();
+            assert_eq!(got, (i % 5 + 1) as u64, "{meth} {code}");
+        }
+    }
 
     fn slots(m: &Metrics) -> Vec<Arc<RouteSlot>> {
         m.routes.load_full().expect("prepared").slots.clone()
