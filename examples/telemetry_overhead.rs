@@ -119,6 +119,20 @@ fn main() {
             })
     });
 
+    // TELEMETRY_SINK_ONLY=1: only the sink, for profiling a data plane by hand against it
+    // (`portico dp ... --otlp-endpoint http://ADDR`); runs until killed.
+    if std::env::var_os("TELEMETRY_SINK_ONLY").is_some() {
+        println!("OTLP sink on http://{collector}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            println!(
+                "exports {} bytes {}",
+                spans.load(Ordering::Relaxed),
+                export_bytes.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     let tmp = tempfile::tempdir().unwrap();
     let echo_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -159,6 +159,36 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Room [`ip_text`] needs: the longest IPv6 text (`ffff:...:255.255.255.255`).
+pub const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as `Display` writes it, into `buf`, without the formatting machinery for IPv4 (the
+/// common case: a log line and a span each write the client's address per request).
+pub fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let mut digits = itoa::Buffer::new();
+                let d = digits.format(octet).as_bytes();
+                buf[len..len + d.len()].copy_from_slice(d);
+                len += d.len();
+            }
+            &buf[..len]
+        }
+        IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+            let len = cursor.position() as usize;
+            &buf[..len]
+        }
+    }
+}
+
 /// What the proxy knows about where a request came from.
 #[derive(Debug)]
 pub struct Forwarding<'a> {

@@ -396,12 +396,13 @@ async fn proxy(
             let (route_label, service_label) = observed.route_labels().unzip();
             trace.describe(RequestFacts {
                 method: parts.method.clone(),
-                uri: Some(orig_uri.clone()),
+                path: Some(orig_uri.path().into()),
                 https,
                 host: Some(host.to_string()),
                 client: Some(client_ip),
                 version: Some(parts.version),
-                request_id: Some(request_id.clone()),
+                // A copy: a client's own X-Request-Id shares the connection's read buffer.
+                request_id: HeaderValue::from_bytes(request_id.as_bytes()).ok(),
                 route_id: Some(route.id),
                 route: route_label,
                 service: service_label,

@@ -242,3 +242,25 @@ fn latency_values_print_milliseconds() {
         assert_eq!(millis_value(ms), ms.to_string().as_str());
     }
 }
+
+#[test]
+fn ip_text_writes_what_display_writes() {
+    let ips = [
+        "0.0.0.0",
+        "127.0.0.1",
+        "10.20.30.40",
+        "255.255.255.255",
+        "192.168.100.9",
+        "::1",
+        "2001:db8::ff00:42:8329",
+        "::ffff:10.0.0.1",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "::ffff:255.255.255.255",
+        "fe80::1",
+    ];
+    for text in ips {
+        let ip: IpAddr = text.parse().unwrap();
+        let mut buf = [0u8; IP_TEXT_MAX];
+        assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{text}");
+    }
+}

@@ -235,7 +235,8 @@ impl Entry<'_> {
         rfc3339_millis(self.time, out);
         str_field(out, b"\",\"request_id\":", self.request_id);
         out.extend_from_slice(b",\"client_ip\":\"");
-        let _ = write!(out, "{}", self.client_ip);
+        let mut ip = [0u8; crate::headers::IP_TEXT_MAX];
+        out.extend_from_slice(crate::headers::ip_text(self.client_ip, &mut ip));
         str_field(out, b"\",\"method\":", self.method);
         str_field(out, b",\"host\":", self.host);
         str_field(out, b",\"path\":", self.path);
@@ -270,11 +271,40 @@ impl Entry<'_> {
     }
 }
 
-/// `key` (its comma, quotes and colon included), then `s` as a JSON string, escaped by
-/// serde_json (writing to a `Vec` cannot fail).
+/// `key` (its comma, quotes and colon included), then `s` as a JSON string. A string with
+/// nothing to escape (the usual: ids, names, paths) is copied between quotes; any other is
+/// escaped by serde_json (writing to a `Vec` cannot fail).
 fn str_field(out: &mut Vec<u8>, key: &[u8], s: &str) {
     out.extend_from_slice(key);
-    let _ = serde_json::to_writer(&mut *out, s);
+    if !needs_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Whether `s` holds a byte serde_json escapes: a control character (below 0x20), the quote
+/// or the backslash. Eight bytes at a time (this runs over every string of every line).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether a byte of `x` is below `n` (exact as a yes/no for n <= 0x80).
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let has = |x: u64, b: u8| below(x ^ (ONES * u64::from(b)), 1);
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        if below(x, 0x20) || has(x, b'"') || has(x, b'\\') {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// `key`, then `n`.
@@ -290,7 +320,11 @@ fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
 /// Milliseconds with up to three decimals (microseconds), as the shortest decimal: `12.345`,
 /// `12.3`, `10.0`; what serde_json writes for the same `f64`.
 fn millis(out: &mut Vec<u8>, d: Duration) {
-    let micros = d.as_micros();
+    // u64 arithmetic: 584,000 years of microseconds.
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()));
     int(out, micros / 1000);
     out.push(b'.');
     let frac = (micros % 1000) as u16;
@@ -422,6 +456,33 @@ mod tests {
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(v.get("consumer").is_none() && v.get("upstream_addr").is_none());
         assert!(v["latency_ms"].get("upstream").is_none());
+        // Strings come out byte for byte as serde_json writes them, escaped or not.
+        for text in [
+            "",
+            "plain-id_0123",
+            "/a b/c?d=e&f",
+            "tab\there",
+            "quote\"",
+            "back\\slash",
+            "\u{7f}del",
+            "é ü 中",
+            "\u{1f}",
+        ] {
+            let mut out = Vec::new();
+            str_field(&mut out, b"", text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+        // Each byte value at each position of a 17-byte string (two words and a tail).
+        for byte in 0u8..0x80 {
+            for at in 0..17 {
+                let mut text = vec![b'a'; 17];
+                text[at] = byte;
+                let text = std::str::from_utf8(&text).unwrap();
+                let mut out = Vec::new();
+                str_field(&mut out, b"", text);
+                assert_eq!(out, serde_json::to_vec(text).unwrap(), "{byte:#x} at {at}");
+            }
+        }
         // Every microsecond count reads as the f64 serde_json would have written, in the
         // same shortest form.
         for micros in (0..20_000u64).chain([999_999, 1_000_000, 86_400_000_123]) {
