@@ -111,8 +111,9 @@ async fn serve_with<H, F>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The head deadline is `idle_timeout`'s (no request open since the connection began or
+        // its last response ended): hyper's own would box and arm a timer for every request.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
         .keep_alive(true);
     builder
@@ -285,8 +286,9 @@ impl Drop for Open {
 }
 
 /// Resolves once the connection has had no open request for `idle`: the bound on an idle
-/// HTTP/2 connection (and on an HTTP/1.1 keep-alive one, which hyper's head timer also
-/// closes). The connection is then dropped; a stream in progress, however quiet, keeps it.
+/// HTTP/2 connection, and on an HTTP/1.1 one the deadline for the next request head (the
+/// slowloris bound, counted from the connection's start or its last response's end). The
+/// connection is then dropped; a request or stream in progress, however quiet, keeps it.
 async fn idle_timeout(activity: Arc<Activity>, idle: Duration) {
     loop {
         let open = activity.open.load(Ordering::Relaxed);
