@@ -245,7 +245,7 @@ async fn spans_continue_the_clients_trace_and_the_upstream_continues_ours() {
 
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     let got = get(
-        &gw.url("/orders/42"),
+        &gw.url("/orders/42?page=2&key=s3cr3t"),
         &[("traceparent", &traceparent), ("tracestate", "vendor=abc")],
     )
     .await;
@@ -272,6 +272,11 @@ async fn spans_continue_the_clients_trace_and_the_upstream_continues_ours() {
     assert_eq!(root.attr("portico.service.name").as_deref(), Some("orders"));
     assert_eq!(root.attr("http.request.method").as_deref(), Some("GET"));
     assert_eq!(root.attr("url.path").as_deref(), Some("/orders/42"));
+    // The query string (credentials travel there) is never exported.
+    for s in &spans {
+        let attrs = format!("{:?}", s.span.attributes);
+        assert!(!attrs.contains("s3cr3t"), "the query leaked: {attrs}");
+    }
     assert_eq!(
         root.attr("http.response.status_code").as_deref(),
         Some("200")
