@@ -529,23 +529,36 @@ async fn proxy(
             .headers
             .get(http::header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    headers::forward_request_headers(&mut parts.headers, &forwarding, client_ip, &shared.via);
-    if te_trailers {
-        parts
-            .headers
-            .insert(http::header::TE, HeaderValue::from_static("trailers"));
-    }
-    if let Some(up) = &upgrade {
-        // Hop-by-hop, so stripped above; a WebSocket handshake needs them on the next hop.
-        parts.headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        parts
-            .headers
-            .insert(http::header::UPGRADE, up.protocol.clone());
-    }
-    parts.headers.insert(REQUEST_ID, request_id.clone());
+    // A bodiless idempotent request can be rebuilt for another attempt even after the upstream
+    // saw it. A request with a body is retried only while the body is provably unsent. The
+    // copy is of the client's headers, before the proxy's own are added (they are added again
+    // to a rebuilt request): fewer entries, and none of the values made for this request,
+    // whose first clone would allocate.
+    let template = (service.retries > 0
+        && is_idempotent(&parts.method)
+        && matches!(body, UpstreamBody::Empty))
+    .then(|| Template {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+    });
+    let upgrade_protocol = upgrade.as_ref().map(|up| &up.protocol);
+    let finish_headers = |h: &mut http::HeaderMap| {
+        headers::forward_request_headers(h, &forwarding, client_ip, &shared.via);
+        if te_trailers {
+            h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(protocol) = upgrade_protocol {
+            // Hop-by-hop, so stripped above; a WebSocket handshake needs them on the next hop.
+            h.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            h.insert(http::header::UPGRADE, protocol.clone());
+        }
+        h.insert(REQUEST_ID, request_id.clone());
+    };
+    finish_headers(&mut parts.headers);
     parts.version = if service.http2.is_some() {
         Version::HTTP_2
     } else {
@@ -564,19 +577,6 @@ async fn proxy(
         );
     }
 
-    // A bodiless idempotent request can be rebuilt for another attempt even after the upstream
-    // saw it. A request with a body is retried only while the body is provably unsent.
-    let template = (service.retries > 0
-        && is_idempotent(&parts.method)
-        && matches!(body, UpstreamBody::Empty))
-    .then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
-    });
-
     // Lent, not moved: an async fn's by-value arguments are stored twice in its future.
     let mut request = Some(Request::from_parts(parts, body));
     let upstream_start = Instant::now();
@@ -586,7 +586,9 @@ async fn proxy(
         &mut request,
         service,
         preserved_host,
-        template.as_ref(),
+        template
+            .as_ref()
+            .map(|t| (t, &finish_headers as &(dyn Fn(&mut http::HeaderMap) + Sync))),
         hash_key,
         observed.trace.as_mut(),
         &mut attempts,
@@ -657,6 +659,17 @@ async fn proxy(
 /// connections the upstream closed while idle must not turn into client errors.
 const MAX_STALE_SKIPS: u32 = 8;
 
+/// What a request that may be sent again is rebuilt from: the client's request line and
+/// headers as plugins left them, before the proxy added its own.
+struct Template {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+/// Adds the proxy's own headers to an upstream request's (a rebuilt one's too).
+type FinishHeaders<'a> = dyn Fn(&mut http::HeaderMap) + Sync + 'a;
+
 /// What the attempts of one request did, for the access log.
 #[derive(Debug, Default)]
 struct Attempts {
@@ -724,7 +737,7 @@ async fn send_with_retries(
     request: &mut Option<Request<UpstreamBody>>,
     service: &CompiledService,
     preserved_host: Option<HeaderValue>,
-    template: Option<&(Method, Uri, http::HeaderMap)>,
+    template: Option<(&Template, &FinishHeaders<'_>)>,
     key: RequestKey,
     mut trace: Option<&mut RequestTrace>,
     attempts: &mut Attempts,
@@ -857,12 +870,18 @@ async fn send_with_retries(
                 if !crate::error::body_too_large(&err) {
                     peer.report(balancer::Outcome::TcpFailure);
                 }
-                if let (Some((m, u, h)), true) = (template, retries_left > 0) {
+                if let (Some((t, finish_headers)), true) = (template, retries_left > 0) {
                     retries_left -= 1;
                     let mut r = Request::new(UpstreamBody::Empty);
-                    *r.method_mut() = m.clone();
-                    *r.uri_mut() = u.clone();
-                    *r.headers_mut() = h.clone();
+                    *r.method_mut() = t.method.clone();
+                    *r.uri_mut() = t.uri.clone();
+                    *r.version_mut() = if service.http2.is_some() {
+                        Version::HTTP_2
+                    } else {
+                        Version::HTTP_11
+                    };
+                    *r.headers_mut() = t.headers.clone();
+                    finish_headers(r.headers_mut());
                     *request = Some(r);
                     tracing::debug!(service = %service.name, error = %err, "idempotent request failed, retrying");
                     continue;

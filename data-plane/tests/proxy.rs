@@ -4,8 +4,7 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -287,20 +286,21 @@ async fn an_unanswered_connect_is_a_504_after_connect_timeout() {
     );
 }
 
-/// An upstream that reads one request (head and Content-Length body) and closes without
-/// answering: the request was seen, so replaying it could duplicate a write.
-async fn swallowing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::AsyncReadExt;
+/// An upstream that reads each request (head and Content-Length body) and records its head.
+/// The first `swallow` requests it closes without answering (the request was seen, so
+/// replaying it could duplicate a write); later ones get a 200.
+async fn flaky_upstream(swallow: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let s2 = Arc::clone(&seen);
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let h2 = Arc::clone(&heads);
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 continue;
             };
-            let seen = Arc::clone(&s2);
+            let heads = Arc::clone(&h2);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
@@ -313,31 +313,53 @@ async fn swallowing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            return; // close without a response
-                        }
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
                     }
+                    let answer = {
+                        let mut heads = heads.lock().unwrap();
+                        heads.push(text[..end].to_string());
+                        heads.len() > swallow
+                    };
+                    if !answer {
+                        return; // close without a response
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    buf.drain(..end + 4 + len);
                 }
             });
         }
     });
-    (addr, seen)
+    (addr, heads)
+}
+
+/// A request head's lines after the request line, names lowercased, in order.
+fn head_fields(head: &str) -> Vec<(String, String)> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
 }
 
 #[tokio::test]
 async fn a_post_the_upstream_saw_is_never_replayed_but_a_get_is_retried() {
-    let (addr, seen) = swallowing_upstream().await;
+    let (addr, heads) = flaky_upstream(usize::MAX).await;
     let gw = catch_all(addr, "    retries: 3\n").await;
+    let seen = || heads.lock().unwrap().len();
 
     let post = Request::post(gw.url("/orders"))
         .header("content-type", "application/json")
@@ -345,19 +367,51 @@ async fn a_post_the_upstream_saw_is_never_replayed_but_a_get_is_retried() {
         .unwrap();
     let got = send(post).await;
     assert_eq!(got.status, 502);
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        1,
-        "the POST reached the upstream exactly once"
-    );
+    assert_eq!(seen(), 1, "the POST reached the upstream exactly once");
 
     let got = get(&gw.url("/orders"), &[]).await;
     assert_eq!(got.status, 502);
+    assert_eq!(seen(), 1 + 4, "a GET is tried once plus `retries` times");
+}
+
+#[tokio::test]
+async fn a_get_retried_after_the_upstream_saw_it_is_the_same_request_again() {
+    // The retry is rebuilt from the client's headers and gets the proxy's own added again.
+    let (addr, heads) = flaky_upstream(1).await;
+    let gw = catch_all(addr, "    retries: 2\n").await;
+    let got = get(
+        &gw.url("/orders?page=2"),
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+            ("x-client", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "tried once, then retried once: {heads:?}");
     assert_eq!(
-        seen.load(Ordering::SeqCst),
-        1 + 4,
-        "a GET is tried once plus `retries` times"
+        heads[0].lines().next(),
+        heads[1].lines().next(),
+        "same request line"
     );
+    let (first, retry) = (head_fields(&heads[0]), head_fields(&heads[1]));
+    assert_eq!(first, retry, "the retry carries the same headers");
+    let value = |name: &str| {
+        first
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(value("x-client"), Some("kept"));
+    assert_eq!(value("x-hop"), None, "hop-by-hop headers stay behind");
+    assert_eq!(value("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(value("x-forwarded-path"), Some("/orders"));
+    assert!(value("x-request-id").is_some_and(|v| !v.is_empty()));
+    assert!(value("via").is_some());
+    assert_eq!(heads[0].lines().next(), Some("GET /orders?page=2 HTTP/1.1"));
 }
 
 #[tokio::test]
