@@ -173,10 +173,17 @@ pub fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
                     buf[len] = b'.';
                     len += 1;
                 }
-                let mut digits = itoa::Buffer::new();
-                let d = digits.format(octet).as_bytes();
-                buf[len..len + d.len()].copy_from_slice(d);
-                len += d.len();
+                // Digit by digit: a copy per octet was a `memcpy` call each.
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
             }
             &buf[..len]
         }

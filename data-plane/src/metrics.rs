@@ -31,6 +31,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use http::{Method, Response};
 use portico_common::snapshot::{Consumer, Route, Service, Snapshot};
+
+use crate::telemetry::trace::RouteAttrs;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -139,6 +141,10 @@ struct RouteSlot {
     /// by consumer.
     per_consumer: bool,
     handles: OnceLock<Handles>,
+    /// The route's id (none for the unmatched slot).
+    route_id: Option<Uuid>,
+    /// The route's span attributes, encoded on the first traced request.
+    span_attrs: OnceLock<RouteAttrs>,
 }
 
 /// Clones of a route's series: a prometheus-client metric is an `Arc` around atomics, so
@@ -197,6 +203,19 @@ impl Observed {
         if slot.per_consumer {
             self.consumer = Some(metrics.consumer_label(rt, c));
         }
+    }
+
+    /// The matched route's span attributes (its id and labels), encoded once per route.
+    pub fn route_attrs(&self) -> Option<RouteAttrs> {
+        let slot = self.route.as_ref()?;
+        let id = slot.route_id?;
+        Some(
+            slot.span_attrs
+                .get_or_init(|| {
+                    RouteAttrs::new(id, Some(&slot.labels.route), Some(&slot.labels.service))
+                })
+                .clone(),
+        )
     }
 
     /// The matched route's (route, service) labels: config names, or ids when unnamed.
@@ -273,6 +292,8 @@ impl Metrics {
             rate_limiting: false,
             per_consumer: false,
             handles: OnceLock::new(),
+            route_id: None,
+            span_attrs: OnceLock::new(),
         });
         Metrics {
             registry,
@@ -504,6 +525,8 @@ impl RouteSlot {
             rate_limiting: RouteSlot::rate_limiting(rt, index),
             per_consumer: RouteSlot::per_consumer(rt, index),
             handles: OnceLock::new(),
+            route_id: Some(route.id),
+            span_attrs: OnceLock::new(),
         }
     }
 

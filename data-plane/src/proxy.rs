@@ -24,7 +24,9 @@ use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
 use crate::router::RouteRequest;
 use crate::runtime::{CompiledService, Destination, Runtime};
 use crate::state::Shared;
-use crate::telemetry::trace::{AttemptSpan, RequestFacts, RequestTrace, Tracing};
+use crate::telemetry::trace::{
+    AttemptSpan, RequestFacts, RequestText, RequestTrace, RouteAttrs, Tracing,
+};
 use crate::telemetry::{LogStart, Tail};
 use crate::upstream_body::UpstreamBody;
 
@@ -168,7 +170,11 @@ pub async fn handle(
         if trace.is_sampled() {
             trace.describe(RequestFacts {
                 method: method.clone(),
-                request_id: resp.headers().get(&REQUEST_ID).cloned(),
+                text: RequestText::new(
+                    None,
+                    None,
+                    resp.headers().get(&REQUEST_ID).map(HeaderValue::as_bytes),
+                ),
                 ..RequestFacts::default()
             });
         }
@@ -393,19 +399,22 @@ async fn proxy(
                 .unwrap_or_else(|| SystemTime::now() - start.elapsed()),
         );
         if trace.is_sampled() {
-            let (route_label, service_label) = observed.route_labels().unzip();
+            let route_attrs = observed
+                .route_attrs()
+                .unwrap_or_else(|| RouteAttrs::new(route.id, None, None));
             trace.describe(RequestFacts {
                 method: parts.method.clone(),
-                path: Some(orig_uri.path().into()),
+                // Copies: the path and a client's own X-Request-Id share the connection's
+                // read buffer.
+                text: RequestText::new(
+                    Some(orig_uri.path()),
+                    Some(&host),
+                    Some(request_id.as_bytes()),
+                ),
                 https,
-                host: Some(host.to_string()),
                 client: Some(client_ip),
                 version: Some(parts.version),
-                // A copy: a client's own X-Request-Id shares the connection's read buffer.
-                request_id: HeaderValue::from_bytes(request_id.as_bytes()).ok(),
-                route_id: Some(route.id),
-                route: route_label,
-                service: service_label,
+                route: Some(route_attrs),
                 consumer: None,
             });
         }

@@ -263,4 +263,17 @@ fn ip_text_writes_what_display_writes() {
         let mut buf = [0u8; IP_TEXT_MAX];
         assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{text}");
     }
+    // Every octet value (one, two and three digits) in every position.
+    for o in 0..=255u8 {
+        for ip in [
+            std::net::Ipv4Addr::new(o, 0, 0, 0),
+            std::net::Ipv4Addr::new(1, o, 22, 255),
+            std::net::Ipv4Addr::new(100, 9, o, 10),
+            std::net::Ipv4Addr::new(0, 255, 99, o),
+        ] {
+            let ip = IpAddr::V4(ip);
+            let mut buf = [0u8; IP_TEXT_MAX];
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{ip}");
+        }
+    }
 }

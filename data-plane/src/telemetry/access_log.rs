@@ -274,6 +274,8 @@ impl Entry<'_> {
 /// `key` (its comma, quotes and colon included), then `s` as a JSON string. A string with
 /// nothing to escape (the usual: ids, names, paths) is copied between quotes; any other is
 /// escaped by serde_json (writing to a `Vec` cannot fail).
+// Inlined: each caller's key is a constant, so its copy is a few moves, not a `memcpy` call.
+#[inline(always)]
 fn str_field(out: &mut Vec<u8>, key: &[u8], s: &str) {
     out.extend_from_slice(key);
     if !needs_escape(s.as_bytes()) {
@@ -308,6 +310,7 @@ fn needs_escape(s: &[u8]) -> bool {
 }
 
 /// `key`, then `n`.
+#[inline(always)]
 fn int_field(out: &mut Vec<u8>, key: &[u8], n: impl itoa::Integer) {
     out.extend_from_slice(key);
     int(out, n);

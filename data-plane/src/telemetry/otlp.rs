@@ -42,23 +42,90 @@ const STATUS_ERROR: u64 = 2;
 #[derive(Debug, Default)]
 pub struct RequestFacts {
     pub method: Method,
-    /// The request's path as received, without the query (`url.path`); `None` for a request
-    /// refused before routing. A copy, not the request's `Uri`: that shares the connection's
-    /// read buffer, and a span waiting for export would keep the buffer from being reused
-    /// (hyper then allocates a new one for the next request: 8 KB a request, and slab churn
-    /// in the allocator).
-    pub path: Option<Box<str>>,
+    /// The path, routing host and request id.
+    pub text: RequestText,
     pub https: bool,
-    /// The host the request was routed by.
-    pub host: Option<String>,
     pub client: Option<IpAddr>,
     pub version: Option<Version>,
-    pub request_id: Option<HeaderValue>,
-    pub route_id: Option<Uuid>,
-    /// Route and service labels (config names, or ids when unnamed).
-    pub route: Option<Arc<str>>,
-    pub service: Option<Arc<str>>,
+    /// The matched route's id and labels.
+    pub route: Option<RouteAttrs>,
     pub consumer: Option<String>,
+}
+
+/// A route's span attributes (its id, and its route and service labels: config names, or ids
+/// when unnamed), encoded once per route and shared by its requests' spans.
+#[derive(Debug, Clone)]
+pub struct RouteAttrs {
+    /// The route label, for the span's name.
+    name: Option<Arc<str>>,
+    encoded: Arc<[u8]>,
+}
+
+impl RouteAttrs {
+    pub fn new(id: Uuid, route: Option<&Arc<str>>, service: Option<&str>) -> Self {
+        let mut buf = Vec::new();
+        let mut text = [0u8; 36];
+        let id = id.hyphenated().encode_lower(&mut text);
+        attr_str(&mut buf, 9, "portico.route.id", id.as_bytes());
+        if let Some(r) = route {
+            attr_str(&mut buf, 9, "portico.route.name", r.as_bytes());
+        }
+        if let Some(s) = service.filter(|s| !s.is_empty()) {
+            attr_str(&mut buf, 9, "portico.service.name", s.as_bytes());
+        }
+        RouteAttrs {
+            name: route.cloned(),
+            encoded: Arc::from(buf),
+        }
+    }
+}
+
+/// A span's copies of the request's path as received (without the query: `url.path`; none
+/// for a request refused before routing), the host it was routed by and its request id, in
+/// one allocation. Copies, not the request's `Uri` and header values: those share the
+/// connection's read buffer, and a span waiting for export would keep the buffer from being
+/// reused (hyper then allocates a new one for the next request: 8 KB a request, and slab
+/// churn in the allocator).
+#[derive(Debug, Default)]
+pub struct RequestText {
+    text: Box<[u8]>,
+    /// Where the path and the host end in `text`; the request id is the rest.
+    path_end: usize,
+    host_end: usize,
+    /// Which of the three there are.
+    has: [bool; 3],
+}
+
+impl RequestText {
+    pub fn new(path: Option<&str>, host: Option<&str>, request_id: Option<&[u8]>) -> Self {
+        let (p, h, r) = (
+            path.unwrap_or_default().as_bytes(),
+            host.unwrap_or_default().as_bytes(),
+            request_id.unwrap_or_default(),
+        );
+        let mut text = Vec::with_capacity(p.len() + h.len() + r.len());
+        text.extend_from_slice(p);
+        text.extend_from_slice(h);
+        text.extend_from_slice(r);
+        RequestText {
+            text: text.into_boxed_slice(),
+            path_end: p.len(),
+            host_end: p.len() + h.len(),
+            has: [path.is_some(), host.is_some(), request_id.is_some()],
+        }
+    }
+
+    pub fn path(&self) -> Option<&[u8]> {
+        self.has[0].then(|| &self.text[..self.path_end])
+    }
+
+    pub fn host(&self) -> Option<&[u8]> {
+        self.has[1].then(|| &self.text[self.path_end..self.host_end])
+    }
+
+    pub fn request_id(&self) -> Option<&[u8]> {
+        self.has[2].then(|| &self.text[self.host_end..])
+    }
 }
 
 /// An ended request's server span and its attempts' client spans, waiting for export.
@@ -193,6 +260,9 @@ fn field_len(len: usize) -> usize {
 fn varint(value: u64, buf: &mut Vec<u8>) {
     if value < 0x80 {
         buf.push(value as u8);
+    } else if value < 0x4000 {
+        // A span's length, most often.
+        buf.extend_from_slice(&[(value as u8) | 0x80, (value >> 7) as u8]);
     } else {
         encode_varint(value, buf);
     }
@@ -205,17 +275,21 @@ fn key(tag: u32, wire: WireType, buf: &mut Vec<u8>) {
     buf.push(((tag << 3) | wire as u32) as u8);
 }
 
+#[inline(always)]
 fn message(buf: &mut Vec<u8>, tag: u32, content: &[u8]) {
     key(tag, WireType::LengthDelimited, buf);
     varint(content.len() as u64, buf);
     buf.extend_from_slice(content);
 }
 
+#[inline(always)]
 fn string(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
     message(buf, tag, value);
 }
 
-/// A `KeyValue` with a string value, as field `tag` (9 in a span, 1 in a resource).
+/// A `KeyValue` with a string value, as field `tag` (9 in a span, 1 in a resource). Inlined:
+/// each caller's name is a constant, so its copy is a few moves, not a `memcpy` call.
+#[inline(always)]
 fn attr_str(buf: &mut Vec<u8>, tag: u32, name: &str, value: &[u8]) {
     let any = field_len(value.len());
     let kv = field_len(name.len()) + field_len(any);
@@ -228,7 +302,8 @@ fn attr_str(buf: &mut Vec<u8>, tag: u32, name: &str, value: &[u8]) {
     string(buf, 1, value);
 }
 
-/// A span attribute with an integer value.
+/// A span attribute with an integer value (inlined, as [`attr_str`]).
+#[inline(always)]
 fn attr_int(buf: &mut Vec<u8>, name: &str, value: i64) {
     let any = 1 + encoded_len_varint(value as u64);
     let kv = field_len(name.len()) + field_len(any);
@@ -242,9 +317,13 @@ fn attr_int(buf: &mut Vec<u8>, name: &str, value: i64) {
     varint(value as u64, buf);
 }
 
+/// Nanoseconds since the Unix epoch (in u64 arithmetic: good until 2554).
 fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
+    })
 }
 
 /// What every span starts with: ids, trace state, parent, flags, name, kind and times.
@@ -292,9 +371,14 @@ fn encode_server(buf: &mut Vec<u8>, value: &mut String, r: &SpanRecord) {
     let method = method_label(&f.method);
     value.clear();
     value.push_str(method);
-    if f.path.is_some() {
+    if f.text.path().is_some() {
         value.push(' ');
-        value.push_str(f.route.as_deref().unwrap_or(""));
+        value.push_str(
+            f.route
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .unwrap_or(""),
+        );
     }
     span_head(
         buf,
@@ -310,13 +394,13 @@ fn encode_server(buf: &mut Vec<u8>, value: &mut String, r: &SpanRecord) {
         },
     );
     attr_str(buf, 9, "http.request.method", method.as_bytes());
-    if let Some(path) = &f.path {
-        attr_str(buf, 9, "url.path", path.as_bytes());
+    if let Some(path) = f.text.path() {
+        attr_str(buf, 9, "url.path", path);
         let scheme: &[u8] = if f.https { b"https" } else { b"http" };
         attr_str(buf, 9, "url.scheme", scheme);
     }
-    if let Some(host) = &f.host {
-        attr_str(buf, 9, "server.address", host.as_bytes());
+    if let Some(host) = f.text.host() {
+        attr_str(buf, 9, "server.address", host);
     }
     if let Some(ip) = f.client {
         let mut text = [0u8; crate::headers::IP_TEXT_MAX];
@@ -330,19 +414,11 @@ fn encode_server(buf: &mut Vec<u8>, value: &mut String, r: &SpanRecord) {
     if let Some(v) = f.version {
         attr_str(buf, 9, "network.protocol.version", protocol_version(v));
     }
-    if let Some(id) = &f.request_id {
-        attr_str(buf, 9, "portico.request_id", id.as_bytes());
-    }
-    if let Some(id) = f.route_id {
-        let mut text = [0u8; 36];
-        let id = id.hyphenated().encode_lower(&mut text);
-        attr_str(buf, 9, "portico.route.id", id.as_bytes());
+    if let Some(id) = f.text.request_id() {
+        attr_str(buf, 9, "portico.request_id", id);
     }
     if let Some(r) = &f.route {
-        attr_str(buf, 9, "portico.route.name", r.as_bytes());
-    }
-    if let Some(s) = f.service.as_deref().filter(|s| !s.is_empty()) {
-        attr_str(buf, 9, "portico.service.name", s.as_bytes());
+        buf.extend_from_slice(&r.encoded);
     }
     if let Some(c) = &f.consumer {
         attr_str(buf, 9, "portico.consumer", c.as_bytes());
@@ -649,15 +725,19 @@ mod tests {
             detail: Box::new(ServerDetail {
                 facts: RequestFacts {
                     method: Method::GET,
-                    path: Some("/items/7".into()),
+                    text: RequestText::new(
+                        Some("/items/7"),
+                        Some("api.example.com"),
+                        Some(b"req-1"),
+                    ),
                     https: false,
-                    host: Some("api.example.com".into()),
                     client: Some("203.0.113.9".parse().unwrap()),
                     version: Some(Version::HTTP_11),
-                    request_id: Some(HeaderValue::from_static("req-1")),
-                    route_id: Some(route_id),
-                    route: Some("items".into()),
-                    service: Some("catalog".into()),
+                    route: Some(RouteAttrs::new(
+                        route_id,
+                        Some(&Arc::from("items")),
+                        Some("catalog"),
+                    )),
                     consumer: Some("alice".into()),
                 },
                 status: 502,
@@ -811,7 +891,7 @@ mod tests {
             detail: Box::new(ServerDetail {
                 facts: RequestFacts {
                     method: Method::POST,
-                    request_id: Some(HeaderValue::from_static("r")),
+                    text: RequestText::new(None, None, Some(b"r")),
                     ..RequestFacts::default()
                 },
                 status: 404,

@@ -3,15 +3,16 @@
 //!
 //! The request path does not go through the OpenTelemetry SDK's tracer: a span here is a few
 //! ids, a start time and, when sampled, what the proxy already knew about the request
-//! ([`RequestFacts`]: a method, the `Uri`, shared route labels). The upstream attempts' spans
-//! are kept on the request's [`RequestTrace`], and when the request ends it is queued with
-//! them, as one record, without blocking, on a small bounded channel; past [`QUEUE`] requests
-//! it is dropped and counted. One task per pipeline, on the proxy's runtime, encodes batches
-//! straight into OTLP protobuf, in the buffer that is sent ([`super::otlp`]), and sends up
-//! to [`IN_FLIGHT`] at once; the rest waits encoded, up to [`BACKLOG_SPANS`]. The task is
-//! woken once a batch is full (one wake-up per `max_batch` spans, not per span) and otherwise
-//! drains what is queued every [`DRAIN_EVERY`]. A dead collector costs that task a failed
-//! export and one log line a minute, nothing on the request path.
+//! ([`RequestFacts`]: a method, one copy of the path, host and request id, shared route
+//! labels). The upstream attempts' spans are kept on the request's [`RequestTrace`], and when
+//! the request ends it is queued with them, as one record, without blocking, on a small bounded
+//! channel; past [`QUEUE`] requests it is dropped and counted. One task per pipeline, on the
+//! proxy's runtime, encodes batches straight into OTLP protobuf, in the buffer that is sent
+//! ([`super::otlp`]), and sends up to [`IN_FLIGHT`] at once; the rest waits encoded, up to
+//! [`BACKLOG_SPANS`]. The task is woken once a batch is full (one wake-up per `max_batch`
+//! spans, not per span) and otherwise drains what is queued every [`DRAIN_EVERY`]. A dead
+//! collector costs that task a failed export and one log line a minute, nothing on the request
+//! path.
 //!
 //! Ids come from the SDK's random generator and the sampling decision is the SDK's
 //! `ParentBased(TraceIdRatioBased(rate))`: a client's own decision in `traceparent` is followed,
@@ -34,8 +35,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tokio::sync::{mpsc, oneshot};
 
-pub use super::otlp::RequestFacts;
 use super::otlp::{AttemptRecord, Encoder, ServerDetail, SpanRecord, Transport};
+pub use super::otlp::{RequestFacts, RequestText, RouteAttrs};
 
 /// W3C trace-context headers.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
