@@ -25,7 +25,7 @@ mod layout;
 mod procs;
 #[path = "support/wrk.rs"]
 mod wrk;
-use procs::{spawn_dp, spawn_listening, Proc};
+use procs::{spawn_dp, spawn_listening, Parent};
 use wrk::{cpu_seconds, median, peak_rss, with_children};
 
 fn free_port() -> u16 {
@@ -89,7 +89,7 @@ fn start_nginx(
     upstream: &str,
     pin: Option<&str>,
     workers: usize,
-) -> Proc {
+) -> Parent {
     // The headers Portico adds by default (Kong's): nginx does the same job, so the upstream
     // sees and echoes the same request, and the client gets the same response headers.
     const SAME_HEADERS: &str = "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
@@ -136,7 +136,7 @@ fn start_nginx(
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Proc(child)
+    Parent(child)
 }
 
 fn is_root() -> bool {

@@ -397,7 +397,9 @@ impl<'r> Ctx<'r> {
                 headers.insert(HeaderName::from_static(name), v);
             }
         };
-        set("x-consumer-id", &c.id.to_string());
+        // Formatted on the stack: `to_string` would run `fmt` and allocate, twice a request.
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        set("x-consumer-id", c.id.hyphenated().encode_lower(&mut buf));
         if let Some(v) = &c.custom_id {
             set("x-consumer-custom-id", v);
         }
@@ -405,7 +407,10 @@ impl<'r> Ctx<'r> {
             set("x-consumer-username", v);
         }
         match self.credential {
-            Some(Credential::Id(id)) => set("x-credential-identifier", &id.to_string()),
+            Some(Credential::Id(id)) => set(
+                "x-credential-identifier",
+                id.hyphenated().encode_lower(&mut buf),
+            ),
             Some(Credential::Name(n)) => set("x-credential-identifier", n),
             None => {}
         }

@@ -2,6 +2,7 @@
 //! timeouts and safe retries, and stream the response back.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,156 +64,161 @@ pub const RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-portico-resp
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Handles one downstream request. Never fails: every error becomes a response.
-pub async fn handle(
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
+pub fn handle(
     req: Request<Incoming>,
     conn: ConnInfo,
     shared: Arc<Shared>,
-) -> Response<ProxyBody> {
-    let shared: &Shared = &shared;
-    let start = Instant::now();
-    shared.stats.requests_total.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveRequest::enter(&shared.stats.requests_active);
-    let request_id = shared.ids.for_request(req.headers());
-    let format = if ErrorFormat::is_grpc(&req) {
-        ErrorFormat::Grpc
-    } else {
-        ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT))
-    };
-    let method = req.method().clone();
-    let bytes_in = req.body().size_hint().exact();
-    let telemetry = &shared.telemetry;
-    // Wall-clock time only for a log line or a span to carry.
-    let started_at =
-        (telemetry.access_log.is_some() || telemetry.tracing.is_some()).then(SystemTime::now);
-    let log_start = telemetry.access_log.as_ref().map(|log| LogStart {
-        log: Arc::clone(log),
-        started_at: started_at.unwrap_or_else(SystemTime::now),
-        request_id: request_id.clone(),
-        method: method.clone(),
-        uri: req.uri().clone(),
-        host: req.headers().get(HOST).cloned(),
-        version: req.version(),
-        bytes_in: bytes_in.unwrap_or(0),
-    });
-    let mut observed = Observed::default();
-    observed.started_at = started_at;
-    observed.logging = log_start.is_some();
-    observed.parent = telemetry
-        .tracing
-        .as_ref()
-        .and_then(|_| Tracing::extract(req.headers()));
+) -> impl Future<Output = Response<ProxyBody>> {
+    // An async block, not an async fn: an async fn copies its arguments into locals, and its
+    // future then holds each twice (this future is copied into its box once per request).
+    async move {
+        let shared: &Shared = &shared;
+        let start = Instant::now();
+        shared.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+        let _active = ActiveRequest::enter(&shared.stats.requests_active);
+        let request_id = shared.ids.for_request(req.headers());
+        let format = if ErrorFormat::is_grpc(&req) {
+            ErrorFormat::Grpc
+        } else {
+            ErrorFormat::from_accept(req.headers().get(http::header::ACCEPT))
+        };
+        let method = req.method().clone();
+        let bytes_in = req.body().size_hint().exact();
+        let telemetry = &shared.telemetry;
+        // Wall-clock time only for a log line or a span to carry.
+        let started_at =
+            (telemetry.access_log.is_some() || telemetry.tracing.is_some()).then(SystemTime::now);
+        let log_start = telemetry.access_log.as_ref().map(|log| LogStart {
+            log: Arc::clone(log),
+            started_at: started_at.unwrap_or_else(SystemTime::now),
+            request_id: request_id.clone(),
+            method: method.clone(),
+            uri: req.uri().clone(),
+            host: req.headers().get(HOST).cloned(),
+            version: req.version(),
+            bytes_in: bytes_in.unwrap_or(0),
+        });
+        let mut observed = Observed::default();
+        observed.started_at = started_at;
+        observed.logging = log_start.is_some();
+        observed.parent = telemetry
+            .tracing
+            .as_ref()
+            .and_then(|_| Tracing::extract(req.headers()));
 
-    let mut resp = match proxy(
-        req,
-        &conn,
-        shared,
-        &request_id,
-        start,
-        format,
-        &mut observed,
-    )
-    .await
-    {
-        Ok(resp) => resp,
-        Err(err) => {
-            let status = err.status();
-            if status.is_server_error() {
-                tracing::warn!(request_id = ?request_id, error = %err, side = ?err.side(), "request failed");
-            } else {
-                tracing::debug!(request_id = ?request_id, error = %err, "request refused");
-            }
-            let id = request_id.to_str().unwrap_or("");
-            let mut resp = error_response(status, err.client_message(), id, format);
-            match &err {
-                ProxyError::HttpsRequired => {
-                    let h = resp.headers_mut();
-                    h.insert(
-                        http::header::CONNECTION,
-                        HeaderValue::from_static("Upgrade"),
-                    );
-                    h.insert(
-                        http::header::UPGRADE,
-                        HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
-                    );
-                }
-                ProxyError::HttpsRedirect { location, .. } => {
-                    if let Ok(loc) = HeaderValue::from_str(location) {
-                        resp.headers_mut().insert(http::header::LOCATION, loc);
-                    }
-                }
-                // A request refused as malformed (framing, Host, path) ends its connection:
-                // whatever follows it on the wire was framed by rules we just refused, and
-                // reading it as the next request is how smuggled requests get through
-                // (SECURITY.md §2.3 item 1).
-                ProxyError::BadRequest(_) => {
-                    resp.headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                _ => {}
-            }
-            let h = resp.headers_mut();
-            h.extend(std::mem::take(&mut observed.response_headers));
-            h.insert(SERVER, shared.server.clone());
-            h.insert(
-                RESPONSE_LATENCY,
-                headers::millis_value(start.elapsed().as_millis() as u64),
-            );
-            resp
-        }
-    };
-    resp.headers_mut().insert(REQUEST_ID, request_id);
-    // A request the node traces that ended before a route was chosen still gets its span.
-    if let (None, Some(t)) = (&observed.trace, &telemetry.tracing) {
-        let mut trace = t.start_request(
-            observed.parent.as_ref(),
-            started_at.unwrap_or_else(SystemTime::now),
-        );
-        if trace.is_sampled() {
-            trace.describe(RequestFacts {
-                method: method.clone(),
-                text: RequestText::new(
-                    None,
-                    None,
-                    resp.headers().get(&REQUEST_ID).map(HeaderValue::as_bytes),
-                ),
-                ..RequestFacts::default()
-            });
-        }
-        observed.trace = Some(trace);
-    }
-    if let Some((name, value)) = observed.trace.as_ref().and_then(|t| t.response_header()) {
-        resp.headers_mut().insert(name, value);
-    }
-    let egress = telemetry.metrics.then(|| {
-        shared
-            .metrics
-            .record(&observed, &method, &resp, start.elapsed(), bytes_in)
-    });
-    let tail = (log_start.is_some() || observed.trace.is_some()).then(|| {
-        Box::new(Tail {
-            status: resp.status().as_u16(),
-            peer: conn.peer.ip(),
+        let mut resp = match proxy(
+            req,
+            &conn,
+            shared,
+            &request_id,
             start,
-            log: log_start.map(|s| (s, std::mem::take(&mut observed.facts))),
-            trace: observed.trace.take(),
-        })
-    });
-    match resp.body_mut() {
-        ProxyBody::Upstream(body) => {
-            body.end.egress = egress;
-            body.end.tail = tail;
-        }
-        full => {
-            let n = full.size_hint().exact().unwrap_or(0);
-            if let Some(c) = egress.filter(|_| n > 0) {
-                c.inc_by(n);
+            format,
+            &mut observed,
+        )
+        .await
+        {
+            Ok(resp) => resp,
+            Err(err) => {
+                let status = err.status();
+                if status.is_server_error() {
+                    tracing::warn!(request_id = ?request_id, error = %err, side = ?err.side(), "request failed");
+                } else {
+                    tracing::debug!(request_id = ?request_id, error = %err, "request refused");
+                }
+                let id = request_id.to_str().unwrap_or("");
+                let mut resp = error_response(status, err.client_message(), id, format);
+                match &err {
+                    ProxyError::HttpsRequired => {
+                        let h = resp.headers_mut();
+                        h.insert(
+                            http::header::CONNECTION,
+                            HeaderValue::from_static("Upgrade"),
+                        );
+                        h.insert(
+                            http::header::UPGRADE,
+                            HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+                        );
+                    }
+                    ProxyError::HttpsRedirect { location, .. } => {
+                        if let Ok(loc) = HeaderValue::from_str(location) {
+                            resp.headers_mut().insert(http::header::LOCATION, loc);
+                        }
+                    }
+                    // A request refused as malformed (framing, Host, path) ends its connection:
+                    // whatever follows it on the wire was framed by rules we just refused, and
+                    // reading it as the next request is how smuggled requests get through
+                    // (SECURITY.md §2.3 item 1).
+                    ProxyError::BadRequest(_) => {
+                        resp.headers_mut()
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    _ => {}
+                }
+                let h = resp.headers_mut();
+                h.extend(std::mem::take(&mut observed.response_headers));
+                h.insert(SERVER, shared.server.clone());
+                h.insert(
+                    RESPONSE_LATENCY,
+                    headers::millis_value(start.elapsed().as_millis() as u64),
+                );
+                resp
             }
-            if let Some(tail) = tail {
-                tail.finish(n, true);
+        };
+        resp.headers_mut().insert(REQUEST_ID, request_id);
+        // A request the node traces that ended before a route was chosen still gets its span.
+        if let (None, Some(t)) = (&observed.trace, &telemetry.tracing) {
+            let mut trace = t.start_request(
+                observed.parent.as_ref(),
+                started_at.unwrap_or_else(SystemTime::now),
+            );
+            if trace.is_sampled() {
+                trace.describe(RequestFacts {
+                    method: method.clone(),
+                    text: RequestText::new(
+                        None,
+                        None,
+                        resp.headers().get(&REQUEST_ID).map(HeaderValue::as_bytes),
+                    ),
+                    ..RequestFacts::default()
+                });
+            }
+            observed.trace = Some(trace);
+        }
+        if let Some((name, value)) = observed.trace.as_ref().and_then(|t| t.response_header()) {
+            resp.headers_mut().insert(name, value);
+        }
+        let egress = telemetry.metrics.then(|| {
+            shared
+                .metrics
+                .record(&observed, &method, &resp, start.elapsed(), bytes_in)
+        });
+        let tail = (log_start.is_some() || observed.trace.is_some()).then(|| {
+            Box::new(Tail {
+                status: resp.status().as_u16(),
+                peer: conn.peer.ip(),
+                start,
+                log: log_start.map(|s| (s, std::mem::take(&mut observed.facts))),
+                trace: observed.trace.take(),
+            })
+        });
+        match resp.body_mut() {
+            ProxyBody::Upstream(body) => {
+                body.end.egress = egress;
+                body.end.tail = tail;
+            }
+            full => {
+                let n = full.size_hint().exact().unwrap_or(0);
+                if let Some(c) = egress.filter(|_| n > 0) {
+                    c.inc_by(n);
+                }
+                if let Some(tail) = tail {
+                    tail.finish(n, true);
+                }
             }
         }
+        resp
     }
-    resp
 }
 
 /// Counts a request as active until dropped, also when the client goes away mid-request and
@@ -295,373 +301,378 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-async fn proxy(
+#[allow(clippy::manual_async_fn)] // on purpose: see `handle`
+fn proxy<'a>(
     req: Request<Incoming>,
-    conn: &ConnInfo,
-    shared: &Shared,
-    request_id: &HeaderValue,
+    conn: &'a ConnInfo,
+    shared: &'a Shared,
+    request_id: &'a HeaderValue,
     start: Instant,
     format: ErrorFormat,
-    observed: &mut Observed,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let Some(rt) = shared.runtime.load_full() else {
-        return Err(ProxyError::NotReady);
-    };
-    let rt: &Runtime = &rt;
+    observed: &'a mut Observed,
+) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
+    // An async block for the reason given at `handle`.
+    async move {
+        let Some(rt) = shared.runtime.load_full() else {
+            return Err(ProxyError::NotReady);
+        };
+        let rt: &Runtime = &rt;
 
-    // Only plain `chunked` framing is accepted (hyper accepts `gzip, chunked` and friends, which
-    // other hops may read differently: SECURITY.md §2.3 item 1).
-    if let Some(te) = req.headers().get(http::header::TRANSFER_ENCODING) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
-            return Err(ProxyError::BadRequest("Unsupported Transfer-Encoding"));
+        // Only plain `chunked` framing is accepted (hyper accepts `gzip, chunked` and friends, which
+        // other hops may read differently: SECURITY.md §2.3 item 1).
+        if let Some(te) = req.headers().get(http::header::TRANSFER_ENCODING) {
+            if !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+                return Err(ProxyError::BadRequest("Unsupported Transfer-Encoding"));
+            }
         }
-    }
 
-    headers::check_singletons(req.headers())?;
-    if req.version() == Version::HTTP_2 {
-        headers::check_h2_values(req.headers())?;
-    }
+        headers::check_singletons(req.headers())?;
+        if req.version() == Version::HTTP_2 {
+            headers::check_h2_values(req.headers())?;
+        }
 
-    let (mut parts, body) = req.into_parts();
-    let upgrade = websocket_upgrade(&mut parts);
-    let original = original_host(&parts.headers, &parts.uri, parts.version)?;
-    let host = routing_host(original.as_ref())?;
-    let orig_uri = std::mem::take(&mut parts.uri);
-    let path_options = PathOptions {
-        allow_semicolons: shared.limits.allow_path_semicolons,
-        ..PathOptions::default()
-    };
-    let path = canonicalize_with(orig_uri.path(), path_options)
-        .map_err(|_| ProxyError::BadRequest("Invalid request path"))?;
+        let (mut parts, body) = req.into_parts();
+        let upgrade = websocket_upgrade(&mut parts);
+        let original = original_host(&parts.headers, &parts.uri, parts.version)?;
+        let host = routing_host(original.as_ref())?;
+        let orig_uri = std::mem::take(&mut parts.uri);
+        let path_options = PathOptions {
+            allow_semicolons: shared.limits.allow_path_semicolons,
+            ..PathOptions::default()
+        };
+        let path = canonicalize_with(orig_uri.path(), path_options)
+            .map_err(|_| ProxyError::BadRequest("Invalid request path"))?;
 
-    let peer_ip = conn.peer.ip();
-    let trusted = shared.trusted.contains(peer_ip);
-    let https = conn.tls
-        || (trusted
-            && parts
+        let peer_ip = conn.peer.ip();
+        let trusted = shared.trusted.contains(peer_ip);
+        let https = conn.tls
+            || (trusted
+                && parts
+                    .headers
+                    .get(&X_FORWARDED_PROTO)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
+        let mut m = rt
+            .router
+            .find(&RouteRequest {
+                method: parts.method.as_str(),
+                host: &host,
+                port: conn.local.port(),
+                path: &path,
+                headers: &parts.headers,
+                https,
+                sni: conn.sni.as_deref(),
+            })
+            .ok_or(ProxyError::NoRoute)?;
+        let route = &rt.snapshot.routes[m.route_index];
+        observed.matched(&shared.metrics, rt, m.route_index);
+        if m.https_required {
+            // Kong: 426 by default, or a redirect to the same URL over https.
+            return Err(match route.https_redirect_status_code {
+                426 => ProxyError::HttpsRequired,
+                code => ProxyError::HttpsRedirect {
+                    code,
+                    location: format!(
+                        "https://{host}{}",
+                        orig_uri.path_and_query().map_or("/", |pq| pq.as_str())
+                    ),
+                },
+            });
+        }
+        if m.grpc_only {
+            if parts.version != Version::HTTP_2 {
+                return Err(ProxyError::Http2Required);
+            }
+            let grpc = parts
                 .headers
-                .get(&X_FORWARDED_PROTO)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
-    let mut m = rt
-        .router
-        .find(&RouteRequest {
-            method: parts.method.as_str(),
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if !grpc {
+                return Err(ProxyError::NotGrpc);
+            }
+        }
+        let client_ip = headers::client_ip(&parts.headers, peer_ip, &shared.trusted);
+        let chain = rt.plugins.for_route(m.route_index);
+        // The route's `opentelemetry` plugin traces it; otherwise the node's --otlp-endpoint does.
+        if let Some(tracing) = chain.tracing().or(shared.telemetry.tracing.as_ref()) {
+            let parent = match observed.parent.take() {
+                Some(p) => Some(p),
+                // The node does not trace, so the client's context was not read yet.
+                None if shared.telemetry.tracing.is_none() => Tracing::extract(&parts.headers),
+                None => None,
+            };
+            let mut trace = tracing.start_request(
+                parent.as_ref(),
+                // Only a route's own `opentelemetry` plugin traces a request the node does not.
+                observed
+                    .started_at
+                    .unwrap_or_else(|| SystemTime::now() - start.elapsed()),
+            );
+            if trace.is_sampled() {
+                let route_attrs = observed
+                    .route_attrs()
+                    .unwrap_or_else(|| RouteAttrs::new(route.id, None, None));
+                trace.describe(RequestFacts {
+                    method: parts.method.clone(),
+                    // Copies: the path and a client's own X-Request-Id share the connection's
+                    // read buffer.
+                    text: RequestText::new(
+                        Some(orig_uri.path()),
+                        Some(&host),
+                        Some(request_id.as_bytes()),
+                    ),
+                    https,
+                    client: Some(client_ip),
+                    version: Some(parts.version),
+                    route: Some(route_attrs),
+                    consumer: None,
+                });
+            }
+            observed.trace = Some(trace);
+        }
+        if observed.logging {
+            observed.facts.client_ip = Some(client_ip);
+            observed.facts.route = observed.route_labels();
+        }
+        let mut body = if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Client(body)
+        };
+        // Identity headers are the auth plugins' to set: a client's own never get through.
+        headers::strip_client_identity(&mut parts.headers);
+        let mut query = orig_uri.query().map(Cow::Borrowed);
+        let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
+        ctx.route = Some(route);
+        ctx.service = m
+            .service_index
+            .and_then(|i| rt.snapshot.services.get(i))
+            .map(|s| &**s);
+        if !chain.is_empty() {
+            let mut req = Req {
+                method: &parts.method,
+                path: &path,
+                uri: &orig_uri,
+                headers: &mut parts.headers,
+                query: query.take(),
+                body: &mut body,
+                client_ip,
+                https,
+                host: &host,
+                request_id,
+            };
+            let flow = chain.access(&mut req, &mut ctx).await;
+            observed.identified(&shared.metrics, rt, ctx.consumer);
+            if let Flow::Respond(reply) = flow {
+                observed.plugin_reply = true;
+                let id = request_id.to_str().unwrap_or("");
+                let mut resp = reply.into_response(id, format);
+                let h = resp.headers_mut();
+                h.insert(SERVER, shared.server.clone());
+                for (name, value) in std::mem::take(&mut ctx.response_headers) {
+                    if let Some(name) = name {
+                        h.entry(name).or_insert(value);
+                    }
+                }
+                return Ok(resp);
+            }
+            ctx.identity_headers(req.headers);
+            query = req.query;
+            // The consumer's name is copied only for a span or a log line to carry.
+            if let Some(consumer) = ctx
+                .consumer
+                .filter(|_| observed.trace.is_some() || observed.logging)
+            {
+                let name = consumer
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| consumer.id.to_string());
+                if let Some(t) = observed.trace.as_mut().filter(|t| t.is_sampled()) {
+                    t.set_consumer(name.clone());
+                }
+                if observed.logging {
+                    observed.facts.consumer = Some(name);
+                }
+            }
+        }
+
+        let Some(service) = m
+            .service_index
+            .and_then(|i| rt.services.get(i))
+            .and_then(Option::as_ref)
+        else {
+            observed.response_headers = std::mem::take(&mut ctx.response_headers);
+            return Err(ProxyError::NoService);
+        };
+        let service: &CompiledService = service;
+
+        // Upstream target: origin-form path + the client's query string (as plugins left it).
+        let pq = match &query {
+            Some(q) => format!("{}?{}", m.upstream_path, q),
+            None => std::mem::take(&mut m.upstream_path),
+        };
+        // From the string's own buffer: no copy.
+        parts.uri = Uri::from_maybe_shared(bytes::Bytes::from(pq))
+            .map_err(|_| ProxyError::BadRequest("Invalid request target"))?;
+        // The balancer's hash key, read from the request as the client (and plugins) left it.
+        let hash_key = match &service.destination {
+            Destination::Balanced(b) => b.key(&HashRequest {
+                consumer: ctx.consumer.map(|c| c.id),
+                client_ip,
+                headers: &parts.headers,
+                path: &path,
+                query: parts.uri.query(),
+            }),
+            Destination::Direct { .. } => RequestKey::default(),
+        };
+
+        let forwarding = Forwarding {
+            peer: peer_ip,
+            trusted,
+            scheme: if https { "https" } else { "http" },
             host: &host,
             port: conn.local.port(),
             path: &path,
-            headers: &parts.headers,
-            https,
-            sni: conn.sni.as_deref(),
-        })
-        .ok_or(ProxyError::NoRoute)?;
-    let route = &rt.snapshot.routes[m.route_index];
-    observed.matched(&shared.metrics, rt, m.route_index);
-    if m.https_required {
-        // Kong: 426 by default, or a redirect to the same URL over https.
-        return Err(match route.https_redirect_status_code {
-            426 => ProxyError::HttpsRequired,
-            code => ProxyError::HttpsRedirect {
-                code,
-                location: format!(
-                    "https://{host}{}",
-                    orig_uri.path_and_query().map_or("/", |pq| pq.as_str())
-                ),
-            },
+            prefix: m.stripped_prefix.as_deref(),
+            peer_header: &conn.fwd.peer,
+            port_header: &conn.fwd.port,
+        };
+        let preserved_host = if route.preserve_host {
+            original.clone()
+        } else {
+            None
+        };
+        // gRPC needs `te: trailers` end to end (HTTP/2 allows TE with no other value).
+        let te_trailers = service.http2.is_some()
+            && parts
+                .headers
+                .get(http::header::TE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        // A bodiless idempotent request can be rebuilt for another attempt even after the upstream
+        // saw it. A request with a body is retried only while the body is provably unsent. The
+        // copy is of the client's headers, before the proxy's own are added (they are added again
+        // to a rebuilt request): fewer entries, and none of the values made for this request,
+        // whose first clone would allocate.
+        let template = (service.retries > 0
+            && is_idempotent(&parts.method)
+            && matches!(body, UpstreamBody::Empty))
+        .then(|| Template {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
         });
-    }
-    if m.grpc_only {
-        if parts.version != Version::HTTP_2 {
-            return Err(ProxyError::Http2Required);
-        }
-        let grpc = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if !grpc {
-            return Err(ProxyError::NotGrpc);
-        }
-    }
-    let client_ip = headers::client_ip(&parts.headers, peer_ip, &shared.trusted);
-    let chain = rt.plugins.for_route(m.route_index);
-    // The route's `opentelemetry` plugin traces it; otherwise the node's --otlp-endpoint does.
-    if let Some(tracing) = chain.tracing().or(shared.telemetry.tracing.as_ref()) {
-        let parent = match observed.parent.take() {
-            Some(p) => Some(p),
-            // The node does not trace, so the client's context was not read yet.
-            None if shared.telemetry.tracing.is_none() => Tracing::extract(&parts.headers),
-            None => None,
-        };
-        let mut trace = tracing.start_request(
-            parent.as_ref(),
-            // Only a route's own `opentelemetry` plugin traces a request the node does not.
-            observed
-                .started_at
-                .unwrap_or_else(|| SystemTime::now() - start.elapsed()),
-        );
-        if trace.is_sampled() {
-            let route_attrs = observed
-                .route_attrs()
-                .unwrap_or_else(|| RouteAttrs::new(route.id, None, None));
-            trace.describe(RequestFacts {
-                method: parts.method.clone(),
-                // Copies: the path and a client's own X-Request-Id share the connection's
-                // read buffer.
-                text: RequestText::new(
-                    Some(orig_uri.path()),
-                    Some(&host),
-                    Some(request_id.as_bytes()),
-                ),
-                https,
-                client: Some(client_ip),
-                version: Some(parts.version),
-                route: Some(route_attrs),
-                consumer: None,
-            });
-        }
-        observed.trace = Some(trace);
-    }
-    if observed.logging {
-        observed.facts.client_ip = Some(client_ip);
-        observed.facts.route = observed.route_labels();
-    }
-    let mut body = if body.is_end_stream() {
-        UpstreamBody::Empty
-    } else {
-        UpstreamBody::Client(body)
-    };
-    // Identity headers are the auth plugins' to set: a client's own never get through.
-    headers::strip_client_identity(&mut parts.headers);
-    let mut query = orig_uri.query().map(Cow::Borrowed);
-    let mut ctx = Ctx::new(&rt.snapshot, &rt.consumers);
-    ctx.route = Some(route);
-    ctx.service = m
-        .service_index
-        .and_then(|i| rt.snapshot.services.get(i))
-        .map(|s| &**s);
-    if !chain.is_empty() {
-        let mut req = Req {
-            method: &parts.method,
-            path: &path,
-            uri: &orig_uri,
-            headers: &mut parts.headers,
-            query: query.take(),
-            body: &mut body,
-            client_ip,
-            https,
-            host: &host,
-            request_id,
-        };
-        let flow = chain.access(&mut req, &mut ctx).await;
-        observed.identified(&shared.metrics, rt, ctx.consumer);
-        if let Flow::Respond(reply) = flow {
-            observed.plugin_reply = true;
-            let id = request_id.to_str().unwrap_or("");
-            let mut resp = reply.into_response(id, format);
-            let h = resp.headers_mut();
-            h.insert(SERVER, shared.server.clone());
-            for (name, value) in std::mem::take(&mut ctx.response_headers) {
-                if let Some(name) = name {
-                    h.entry(name).or_insert(value);
-                }
+        let upgrade_protocol = upgrade.as_ref().map(|up| &up.protocol);
+        let finish_headers = |h: &mut http::HeaderMap| {
+            headers::forward_request_headers(h, &forwarding, client_ip, &shared.via);
+            if te_trailers {
+                h.insert(http::header::TE, HeaderValue::from_static("trailers"));
             }
-            return Ok(resp);
-        }
-        ctx.identity_headers(req.headers);
-        query = req.query;
-        // The consumer's name is copied only for a span or a log line to carry.
-        if let Some(consumer) = ctx
-            .consumer
-            .filter(|_| observed.trace.is_some() || observed.logging)
+            if let Some(protocol) = upgrade_protocol {
+                // Hop-by-hop, so stripped above; a WebSocket handshake needs them on the next hop.
+                h.insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("upgrade"),
+                );
+                h.insert(http::header::UPGRADE, protocol.clone());
+            }
+            h.insert(REQUEST_ID, request_id.clone());
+        };
+        finish_headers(&mut parts.headers);
+        parts.version = if service.http2.is_some() {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+
+        // hyper's client sends GET/HEAD with a body of unknown length as *no body*; keep the
+        // body by framing it explicitly (SECURITY.md §5.4 item 4).
+        if matches!(body, UpstreamBody::Client(_) | UpstreamBody::Limited { .. })
+            && body.size_hint().exact().is_none()
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
         {
-            let name = consumer
-                .username
-                .clone()
-                .unwrap_or_else(|| consumer.id.to_string());
-            if let Some(t) = observed.trace.as_mut().filter(|t| t.is_sampled()) {
-                t.set_consumer(name.clone());
-            }
-            if observed.logging {
-                observed.facts.consumer = Some(name);
-            }
-        }
-    }
-
-    let Some(service) = m
-        .service_index
-        .and_then(|i| rt.services.get(i))
-        .and_then(Option::as_ref)
-    else {
-        observed.response_headers = std::mem::take(&mut ctx.response_headers);
-        return Err(ProxyError::NoService);
-    };
-    let service: &CompiledService = service;
-
-    // Upstream target: origin-form path + the client's query string (as plugins left it).
-    let pq = match &query {
-        Some(q) => format!("{}?{}", m.upstream_path, q),
-        None => std::mem::take(&mut m.upstream_path),
-    };
-    // From the string's own buffer: no copy.
-    parts.uri = Uri::from_maybe_shared(bytes::Bytes::from(pq))
-        .map_err(|_| ProxyError::BadRequest("Invalid request target"))?;
-    // The balancer's hash key, read from the request as the client (and plugins) left it.
-    let hash_key = match &service.destination {
-        Destination::Balanced(b) => b.key(&HashRequest {
-            consumer: ctx.consumer.map(|c| c.id),
-            client_ip,
-            headers: &parts.headers,
-            path: &path,
-            query: parts.uri.query(),
-        }),
-        Destination::Direct { .. } => RequestKey::default(),
-    };
-
-    let forwarding = Forwarding {
-        peer: peer_ip,
-        trusted,
-        scheme: if https { "https" } else { "http" },
-        host: &host,
-        port: conn.local.port(),
-        path: &path,
-        prefix: m.stripped_prefix.as_deref(),
-        peer_header: &conn.fwd.peer,
-        port_header: &conn.fwd.port,
-    };
-    let preserved_host = if route.preserve_host {
-        original.clone()
-    } else {
-        None
-    };
-    // gRPC needs `te: trailers` end to end (HTTP/2 allows TE with no other value).
-    let te_trailers = service.http2.is_some()
-        && parts
-            .headers
-            .get(http::header::TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    // A bodiless idempotent request can be rebuilt for another attempt even after the upstream
-    // saw it. A request with a body is retried only while the body is provably unsent. The
-    // copy is of the client's headers, before the proxy's own are added (they are added again
-    // to a rebuilt request): fewer entries, and none of the values made for this request,
-    // whose first clone would allocate.
-    let template = (service.retries > 0
-        && is_idempotent(&parts.method)
-        && matches!(body, UpstreamBody::Empty))
-    .then(|| Template {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
-    });
-    let upgrade_protocol = upgrade.as_ref().map(|up| &up.protocol);
-    let finish_headers = |h: &mut http::HeaderMap| {
-        headers::forward_request_headers(h, &forwarding, client_ip, &shared.via);
-        if te_trailers {
-            h.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        }
-        if let Some(protocol) = upgrade_protocol {
-            // Hop-by-hop, so stripped above; a WebSocket handshake needs them on the next hop.
-            h.insert(
-                http::header::CONNECTION,
-                HeaderValue::from_static("upgrade"),
+            parts.headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
             );
-            h.insert(http::header::UPGRADE, protocol.clone());
         }
-        h.insert(REQUEST_ID, request_id.clone());
-    };
-    finish_headers(&mut parts.headers);
-    parts.version = if service.http2.is_some() {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
 
-    // hyper's client sends GET/HEAD with a body of unknown length as *no body*; keep the
-    // body by framing it explicitly (SECURITY.md §5.4 item 4).
-    if matches!(body, UpstreamBody::Client(_) | UpstreamBody::Limited { .. })
-        && body.size_hint().exact().is_none()
-        && matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
-    {
-        parts.headers.insert(
-            http::header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-    }
+        // Lent, not moved: an async fn's by-value arguments are stored twice in its future.
+        let mut request = Some(Request::from_parts(parts, body));
+        let upstream_start = Instant::now();
+        let proxy_latency = upstream_start - start;
+        let mut attempts = Attempts::default();
+        let result = send_with_retries(
+            &mut request,
+            service,
+            preserved_host,
+            template
+                .as_ref()
+                .map(|t| (t, &finish_headers as &(dyn Fn(&mut http::HeaderMap) + Sync))),
+            hash_key,
+            observed.trace.as_mut(),
+            &mut attempts,
+            upgrade.is_some(),
+        )
+        .await;
+        let upstream_latency = upstream_start.elapsed();
+        observed.upstream_latency = Some(upstream_latency);
+        if observed.logging {
+            observed.facts.tries = attempts.tries;
+            observed.facts.upstream = attempts.last;
+            observed.facts.upstream_latency = Some(upstream_latency);
+            observed.facts.proxy_latency = Some(proxy_latency);
+        }
+        if !chain.is_empty() {
+            let outcome = match &result {
+                Ok(resp) => Outcome::Status(resp.status()),
+                Err(e) => Outcome::Failed {
+                    status: e.status(),
+                    timeout: e.status() == http::StatusCode::GATEWAY_TIMEOUT,
+                },
+            };
+            chain.log(outcome, &ctx, https);
+        }
+        if result.is_err() {
+            observed.response_headers = std::mem::take(&mut ctx.response_headers);
+        }
+        let mut resp = result?;
 
-    // Lent, not moved: an async fn's by-value arguments are stored twice in its future.
-    let mut request = Some(Request::from_parts(parts, body));
-    let upstream_start = Instant::now();
-    let proxy_latency = upstream_start - start;
-    let mut attempts = Attempts::default();
-    let result = send_with_retries(
-        &mut request,
-        service,
-        preserved_host,
-        template
-            .as_ref()
-            .map(|t| (t, &finish_headers as &(dyn Fn(&mut http::HeaderMap) + Sync))),
-        hash_key,
-        observed.trace.as_mut(),
-        &mut attempts,
-        upgrade.is_some(),
-    )
-    .await;
-    let upstream_latency = upstream_start.elapsed();
-    observed.upstream_latency = Some(upstream_latency);
-    if observed.logging {
-        observed.facts.tries = attempts.tries;
-        observed.facts.upstream = attempts.last;
-        observed.facts.upstream_latency = Some(upstream_latency);
-        observed.facts.proxy_latency = Some(proxy_latency);
-    }
-    if !chain.is_empty() {
-        let outcome = match &result {
-            Ok(resp) => Outcome::Status(resp.status()),
-            Err(e) => Outcome::Failed {
-                status: e.status(),
-                timeout: e.status() == http::StatusCode::GATEWAY_TIMEOUT,
-            },
-        };
-        chain.log(outcome, &ctx, https);
-    }
-    if result.is_err() {
-        observed.response_headers = std::mem::take(&mut ctx.response_headers);
-    }
-    let mut resp = result?;
+        if let Some(up) = upgrade.filter(|_| resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+        {
+            // The upstream took the upgrade: answer 101 with its handshake headers and join the
+            // two connections. The tunnel is its own task, on no runtime config: a config swap
+            // never closes it.
+            let upstream = hyper::upgrade::on(&mut resp);
+            let (mut parts, _) = resp.into_parts();
+            parts
+                .headers
+                .extend(std::mem::take(&mut ctx.response_headers));
+            parts.headers.append(VIA, shared.via.clone());
+            tokio::spawn(tunnel(up.client, upstream, service.name.clone()));
+            return Ok(Response::from_parts(
+                parts,
+                ProxyBody::full(bytes::Bytes::new()),
+            ));
+        }
 
-    if let Some(up) = upgrade.filter(|_| resp.status() == http::StatusCode::SWITCHING_PROTOCOLS) {
-        // The upstream took the upgrade: answer 101 with its handshake headers and join the
-        // two connections. The tunnel is its own task, on no runtime config: a config swap
-        // never closes it.
-        let upstream = hyper::upgrade::on(&mut resp);
-        let (mut parts, _) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        // Via, the two latencies and the request id: the map grows once, not on each insert.
+        parts.headers.reserve(4 + ctx.response_headers.len());
         parts
             .headers
             .extend(std::mem::take(&mut ctx.response_headers));
+        headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.append(VIA, shared.via.clone());
-        tokio::spawn(tunnel(up.client, upstream, service.name.clone()));
-        return Ok(Response::from_parts(
-            parts,
-            ProxyBody::full(bytes::Bytes::new()),
-        ));
+        parts.headers.insert(
+            UPSTREAM_LATENCY,
+            headers::millis_value(upstream_latency.as_millis() as u64),
+        );
+        parts.headers.insert(
+            PROXY_LATENCY,
+            headers::millis_value(proxy_latency.as_millis() as u64),
+        );
+        let body = ProxyBody::Upstream(TimedBody::new(body, service.read_timeout));
+        Ok(Response::from_parts(parts, body))
     }
-
-    let (mut parts, body) = resp.into_parts();
-    // Via, the two latencies and the request id: the map grows once, not on each insert.
-    parts.headers.reserve(4 + ctx.response_headers.len());
-    parts
-        .headers
-        .extend(std::mem::take(&mut ctx.response_headers));
-    headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.append(VIA, shared.via.clone());
-    parts.headers.insert(
-        UPSTREAM_LATENCY,
-        headers::millis_value(upstream_latency.as_millis() as u64),
-    );
-    parts.headers.insert(
-        PROXY_LATENCY,
-        headers::millis_value(proxy_latency.as_millis() as u64),
-    );
-    let body = ProxyBody::Upstream(TimedBody::new(body, service.read_timeout));
-    Ok(Response::from_parts(parts, body))
 }
 
 /// How many dead pooled connections one request may skip before giving up; a pool full of

@@ -177,9 +177,12 @@ async fn serve_with<H, F>(
                     let open = Open::enter(&requests);
                     let handler = handler.clone();
                     let conn = conn.clone();
-                    // hyper stores this future and moves it on every request, so it stays
-                    // small: the handler's future (several KB) is made on the first poll,
-                    // straight into a box.
+                    // hyper keeps one box per connection for the request's future and writes
+                    // each request's future into it. Kept small here, it stays a few hundred
+                    // bytes: the handler's future (several KB) is boxed on the first poll, and
+                    // that box, freed and reallocated request after request, is warm in the
+                    // cache, where a 5 KB region per connection is not once hundreds of
+                    // connections are open.
                     async move {
                         let resp = Box::pin(handler(req, conn)).await;
                         Ok::<_, Infallible>(resp.map(|body| Counted { body, _open: open }))

@@ -31,6 +31,32 @@ impl Drop for Proc {
     }
 }
 
+/// A child process that has children of its own (nginx's master and its workers): when
+/// dropped it is asked to stop with SIGTERM, so that it stops its children too (SIGKILL would
+/// leave the workers running, holding their ports and serving), and killed only if it has not
+/// exited within five seconds.
+#[allow(dead_code)] // not every example uses it
+pub struct Parent(pub Child);
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let asked = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while asked && std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns portico with JSON logs (under `taskset -c CPUS` when `pin` is given) and waits for it
 /// to report `<name> listening`; returns it and that address. Its warnings and errors are
 /// passed on to stderr afterwards (a failing exporter says so).
