@@ -8,10 +8,11 @@
 //! (Kong reads only the first). `jku`/`x5u`/`x5c`/`jwk` headers are ignored, never fetched or
 //! trusted: the key is always the consumer's, and so is the algorithm.
 //!
-//! Signatures are checked with `jsonwebtoken::crypto::verify` and the secret's pinned
-//! algorithm; the crate's `decode`/`Validation` path is not used, so its defaults (required
-//! `exp`, 60 s leeway, `aud` rejection) cannot change Kong's claim semantics: `exp`/`nbf` are
-//! checked here, only when `claims_to_verify` lists them, with no leeway.
+//! Signatures are checked with the secret's pinned algorithm: HMAC with aws-lc directly (a key
+//! set up once per secret), public keys with `jsonwebtoken::crypto::verify`. The crate's
+//! `decode`/`Validation` path is not used, so its defaults (required `exp`, 60 s leeway, `aud`
+//! rejection) cannot change Kong's claim semantics: `exp`/`nbf` are checked here, only when
+//! `claims_to_verify` lists them, with no leeway.
 
 pub mod keys;
 pub mod token;
@@ -27,6 +28,7 @@ use portico_common::snapshot::{Consumer, JwtSecret};
 use serde_json::{json, Map, Value};
 
 use self::keys::{KeyError, Keys};
+use self::token::{Member, Token};
 use super::{BuildEnv, Credential, Ctx, Flow, Plugin, Reply, Req};
 
 /// The jwt plugin.
@@ -135,19 +137,16 @@ impl Jwt {
         ctx: &Ctx<'r>,
     ) -> Result<(&'r Consumer, &'r JwtSecret), Failure> {
         let raw = self.retrieve_token(req)?;
-        let token = token::decode(&raw).map_err(|e| bad(format!("Bad token; {}", e.reason())))?;
+        let claim = &self.key_claim_name;
+        let token =
+            token::decode(&raw, claim).map_err(|e| bad(format!("Bad token; {}", e.reason())))?;
 
         // The key claim from the claims, then from the header (so `kid` works).
-        let claim = &self.key_claim_name;
-        let key = match token
-            .claims
-            .get(claim.as_str())
-            .or_else(|| token.header.get(claim.as_str()))
-        {
+        let key = match &token.key {
             None => return Err(bad(format!("No mandatory '{claim}' in claims"))),
             // Kong looks up whatever value it finds; a number or object naming a secret is
             // type confusion, refused with the message for an empty value.
-            Some(Value::String(k)) if !k.is_empty() => k,
+            Some(Member::Str(k)) if !k.is_empty() => k,
             Some(_) => return Err(bad(format!("Invalid '{claim}' in claims"))),
         };
         let (consumer, secret) = ctx
@@ -166,31 +165,26 @@ impl Jwt {
             tracing::debug!(plugin = "jwt", jwt_secret = %secret.id, algorithm = %secret.algorithm, "jwt secret's algorithm is not supported by this build; its tokens are refused");
             return Err(bad("Invalid algorithm"));
         };
-        let key = if secret.algorithm.starts_with("HS") {
-            keys::hmac_key(secret, self.secret_is_base64).map(Cow::Owned)
-        } else {
-            self.keys
-                .get_or_init(|| Keys::new(ctx.snapshot))
-                .public_key(ctx.snapshot, secret, alg)
-        };
-        let key = key.map_err(|KeyError::Invalid| bad("Invalid key/secret"))?;
-        let valid = jsonwebtoken::crypto::verify(
-            token.signature,
+        let key = self
+            .keys
+            .get_or_init(|| Keys::new(ctx.snapshot, self.secret_is_base64))
+            .key(ctx.snapshot, secret, alg)
+            .map_err(|KeyError::Invalid| bad("Invalid key/secret"))?;
+        let valid = key.verify(
             token.signing_input.as_bytes(),
-            &key,
+            &token.signature,
+            token.signature_b64,
             alg,
         );
-        if !matches!(valid, Ok(true)) {
+        if !valid {
             return Err(bad("Invalid signature"));
         }
 
         let now = now();
-        self.verify_claims(&token.claims, now)?;
+        self.verify_claims(&token, now)?;
         if self.maximum_expiration > 0 {
             let within = token
-                .claims
-                .get("exp")
-                .and_then(Value::as_f64)
+                .exp
                 .is_some_and(|exp| exp - now <= self.maximum_expiration as f64);
             if !within {
                 let mut errors = Map::new();
@@ -203,23 +197,23 @@ impl Jwt {
 
     /// Kong's `retrieve_tokens`: every non-empty token in the configured query arguments,
     /// cookies and `Bearer` headers; one distinct token or a failure.
-    fn retrieve_token(&self, req: &Req<'_>) -> Result<String, Failure> {
-        let mut found: Option<String> = None;
-        let mut add = |t: &str| -> Result<(), Failure> {
+    fn retrieve_token<'q>(&self, req: &'q Req<'_>) -> Result<Cow<'q, str>, Failure> {
+        let mut found: Option<Cow<'q, str>> = None;
+        let mut add = |t: Cow<'q, str>| -> Result<(), Failure> {
             match &found {
                 _ if t.is_empty() => Ok(()),
                 None => {
-                    found = Some(t.to_owned());
+                    found = Some(t);
                     Ok(())
                 }
-                Some(f) if f == t => Ok(()),
+                Some(f) if *f == t => Ok(()),
                 Some(_) => Err(bad("Multiple tokens provided")),
             }
         };
         if let Some(q) = req.query.as_deref() {
             for (k, v) in form_urlencoded::parse(q.as_bytes()) {
                 if self.uri_param_names.iter().any(|n| *n == k) {
-                    add(&v)?;
+                    add(v)?;
                 }
             }
         }
@@ -235,7 +229,7 @@ impl Jwt {
                         continue;
                     };
                     if self.cookie_names.iter().any(|n| n == name) {
-                        add(value.trim())?;
+                        add(Cow::Borrowed(value.trim()))?;
                     }
                 }
             }
@@ -243,7 +237,7 @@ impl Jwt {
         for name in &self.header_names {
             for value in req.headers.get_all(name) {
                 if let Some(t) = value.to_str().ok().and_then(bearer) {
-                    add(t)?;
+                    add(Cow::Borrowed(t))?;
                 }
             }
         }
@@ -251,16 +245,16 @@ impl Jwt {
     }
 
     /// Kong's `verify_registered_claims` for `claims_to_verify`.
-    fn verify_claims(&self, claims: &Map<String, Value>, now: f64) -> Result<(), Failure> {
+    fn verify_claims(&self, token: &Token<'_>, now: f64) -> Result<(), Failure> {
         let mut errors = Map::new();
         for claim in &self.claims_to_verify {
-            let name = match claim {
-                Claim::Exp => "exp",
-                Claim::Nbf => "nbf",
+            let (name, value) = match claim {
+                Claim::Exp => ("exp", token.exp),
+                Claim::Nbf => ("nbf", token.nbf),
             };
             // Any JSON number counts, as Lua's `type(x) == "number"`; a string "9999999999"
             // does not.
-            let problem = match (claim, claims.get(name).and_then(Value::as_f64)) {
+            let problem = match (claim, value) {
                 (_, None) => Some("must be a number"),
                 (Claim::Exp, Some(exp)) => (exp <= now).then_some("token expired"),
                 (Claim::Nbf, Some(nbf)) => (nbf > now).then_some("token not valid yet"),

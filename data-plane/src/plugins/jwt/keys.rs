@@ -5,13 +5,15 @@
 //! key whose family matches the pinned algorithm, is what makes `alg: none`, HS256 signed with
 //! the RSA public key, and RS256→PS256 switches fail.
 //!
-//! Parsing a PEM public key costs far more than a hash lookup, so asymmetric keys are parsed
-//! at most once per snapshot ([`Keys`]); HMAC keys are only bytes and are made per request.
+//! Parsing a PEM public key costs far more than a hash lookup, and setting up an HMAC key
+//! (hashing its padded blocks) costs as much as the HMAC of a short token, so every key is made
+//! at most once per snapshot and plugin instance ([`Keys`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use aws_lc_rs::hmac;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
@@ -52,25 +54,77 @@ pub fn pinned(algorithm: &str) -> Option<Algorithm> {
     })
 }
 
-/// The HMAC key of an HS* secret; `secret_is_base64` decodes it first (Kong accepts either
-/// base64 alphabet, padded or not).
-pub fn hmac_key(secret: &JwtSecret, secret_is_base64: bool) -> Result<DecodingKey, KeyError> {
+/// The HMAC key of an HS* secret for `alg`; `secret_is_base64` decodes it first (Kong accepts
+/// either base64 alphabet, padded or not).
+pub fn hmac_key(
+    secret: &JwtSecret,
+    secret_is_base64: bool,
+    alg: Algorithm,
+) -> Result<hmac::Key, KeyError> {
+    let hash = match alg {
+        Algorithm::HS256 => hmac::HMAC_SHA256,
+        Algorithm::HS384 => hmac::HMAC_SHA384,
+        Algorithm::HS512 => hmac::HMAC_SHA512,
+        _ => return Err(KeyError::Invalid),
+    };
     let raw = secret.secret.as_deref().ok_or(KeyError::Invalid)?;
+    let decoded;
     let bytes = if secret_is_base64 {
         let trimmed = raw.trim_end_matches('=');
         let padded = format!("{trimmed}{}", "=".repeat((4 - trimmed.len() % 4) % 4));
-        STANDARD
+        decoded = STANDARD
             .decode(&padded)
             .or_else(|_| URL_SAFE.decode(&padded))
-            .map_err(|_| KeyError::Invalid)?
+            .map_err(|_| KeyError::Invalid)?;
+        &decoded[..]
     } else {
-        raw.as_bytes().to_vec()
+        raw.as_bytes()
     };
     // An empty HMAC key verifies tokens anyone can mint (CVE-2019-20933).
     if bytes.is_empty() {
         return Err(KeyError::Invalid);
     }
-    Ok(DecodingKey::from_secret(&bytes))
+    Ok(hmac::Key::new(hash, bytes))
+}
+
+/// The verification key of one secret.
+#[derive(Debug, Clone)]
+pub enum Key {
+    /// Boxed: aws-lc's HMAC context is 1.2 KB, and every secret of the snapshot has a slot for
+    /// its key whether or not a token ever names it.
+    Hmac(Box<hmac::Key>),
+    Public(DecodingKey),
+}
+
+impl Key {
+    /// Whether `signature` over `message` is valid; `signature_b64` is the same signature as
+    /// the token spells it.
+    pub fn verify(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+        signature_b64: &str,
+        alg: Algorithm,
+    ) -> bool {
+        match self {
+            // Constant-time comparison of the tags.
+            Key::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+            Key::Public(key) => matches!(
+                jsonwebtoken::crypto::verify(signature_b64, message, key, alg),
+                Ok(true)
+            ),
+        }
+    }
+}
+
+/// The key of `secret` for its pinned `alg`.
+pub fn key(secret: &JwtSecret, secret_is_base64: bool, alg: Algorithm) -> Result<Key, KeyError> {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            hmac_key(secret, secret_is_base64, alg).map(|k| Key::Hmac(Box::new(k)))
+        }
+        _ => public_key(secret, alg).map(Key::Public),
+    }
 }
 
 /// Parses the PEM public key of an asymmetric secret for `alg`.
@@ -114,39 +168,40 @@ pub fn public_key(secret: &JwtSecret, alg: Algorithm) -> Result<DecodingKey, Key
     Ok(key)
 }
 
-/// Parsed public keys of one snapshot's asymmetric jwt secrets, by secret id. Each key is
-/// parsed on first use and then read without a lock.
+/// The keys of one snapshot's jwt secrets, by secret id. Each key is made on first use and then
+/// read without a lock.
 #[derive(Debug, Default)]
 pub struct Keys {
     /// The snapshot these keys were read from ([`Snapshot::hash`]).
     hash: String,
-    by_secret: HashMap<Uuid, OnceLock<Result<DecodingKey, KeyError>>>,
+    secret_is_base64: bool,
+    by_secret: HashMap<Uuid, OnceLock<Result<Key, KeyError>>>,
 }
 
 impl Keys {
-    /// A slot for every asymmetric secret of `snapshot`; nothing is parsed yet, so this is
-    /// cheap enough to run when a runtime is compiled.
-    pub fn new(snapshot: &Snapshot) -> Keys {
+    /// A slot for every jwt secret of `snapshot`; nothing is parsed yet, so this is cheap
+    /// enough to run when a runtime is compiled.
+    pub fn new(snapshot: &Snapshot, secret_is_base64: bool) -> Keys {
         let by_secret = snapshot
             .consumers
             .iter()
             .flat_map(|c| &c.jwt_secrets)
-            .filter(|s| !s.algorithm.starts_with("HS"))
             .map(|s| (s.id, OnceLock::new()))
             .collect();
         Keys {
             hash: snapshot.hash.clone(),
+            secret_is_base64,
             by_secret,
         }
     }
 
-    /// The key of asymmetric `secret` (of `snapshot`) for `alg`.
-    pub fn public_key(
+    /// The key of `secret` (of `snapshot`) for its pinned `alg`.
+    pub fn key(
         &self,
         snapshot: &Snapshot,
         secret: &JwtSecret,
         alg: Algorithm,
-    ) -> Result<Cow<'_, DecodingKey>, KeyError> {
+    ) -> Result<Cow<'_, Key>, KeyError> {
         // Ids are stable across reloads but keys can be rotated under the same id, so a cache
         // from another snapshot is never consulted.
         let slot = (self.hash == snapshot.hash)
@@ -154,16 +209,16 @@ impl Keys {
             .flatten();
         match slot {
             Some(slot) => {
-                let parsed = slot.get_or_init(|| {
-                    let parsed = public_key(secret, alg);
-                    if parsed.is_err() {
-                        tracing::warn!(plugin = "jwt", jwt_secret = %secret.id, algorithm = %secret.algorithm, "jwt secret has no usable public key; its tokens are refused");
+                let made = slot.get_or_init(|| {
+                    let made = key(secret, self.secret_is_base64, alg);
+                    if made.is_err() {
+                        tracing::warn!(plugin = "jwt", jwt_secret = %secret.id, algorithm = %secret.algorithm, "jwt secret has no usable key; its tokens are refused");
                     }
-                    parsed
+                    made
                 });
-                parsed.as_ref().map(Cow::Borrowed).map_err(|e| *e)
+                made.as_ref().map(Cow::Borrowed).map_err(|e| *e)
             }
-            None => public_key(secret, alg).map(Cow::Owned),
+            None => key(secret, self.secret_is_base64, alg).map(Cow::Owned),
         }
     }
 }
