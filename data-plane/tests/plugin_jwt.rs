@@ -559,3 +559,84 @@ async fn anonymous_preflight_and_spoofed_identity_headers() {
     assert_eq!(up.count(), before + 1);
     gw.stop().await;
 }
+
+/// A token verified once is remembered (so its signature is not checked again), but what
+/// depends on the clock is checked on every request, and a new config forgets it: a rotated
+/// secret or a removed consumer refuses a token that was just accepted.
+#[tokio::test]
+async fn a_token_seen_before_is_still_checked_against_the_clock_and_the_current_config() {
+    let (gw, up) = setup().await;
+    // Valid for two to three more seconds on /claims, which verifies exp and nbf.
+    let exp = now() + 3;
+    let token = mint(
+        Algorithm::HS256,
+        &hs(HS_SECRET),
+        json!({ "iss": "hs256", "exp": exp, "nbf": now() - 60 }),
+    );
+    for i in 1..=3 {
+        let got = call(&gw, "/claims", &token).await;
+        assert_eq!(got.status, 200, "request {i}: {}", got.body);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let expired = loop {
+        let got = call(&gw, "/claims", &token).await;
+        if got.status != 200 {
+            break got;
+        }
+        assert!(
+            now() <= exp + 1 && std::time::Instant::now() < deadline,
+            "a token that expired at {exp} is still accepted at {}",
+            now()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let before = up.count();
+    refused(
+        &expired,
+        &up,
+        before,
+        json!({ "exp": "token expired" }),
+        "expired after it was remembered",
+    );
+    assert!(now() >= exp, "refused before it expired");
+
+    // A token without exp, accepted twice under the current secret.
+    let token = mint(Algorithm::HS256, &hs(HS_SECRET), json!({ "iss": "hs256" }));
+    for _ in 0..2 {
+        assert_eq!(call(&gw, "/hs", &token).await.status, 200);
+    }
+    let mut doc: Value = serde_json::from_str(&config(up.addr)).unwrap();
+    let alice_secrets = &mut doc["consumers"][0]["jwt_secrets"];
+    assert_eq!(alice_secrets[0]["key"], "hs256");
+    alice_secrets[0]["secret"] = json!("rotated-secret-that-the-token-was-not-signed-with");
+    gw.apply(&doc.to_string());
+    let before = up.count();
+    let got = call(&gw, "/hs", &token).await;
+    refused(
+        &got,
+        &up,
+        before,
+        msg("Invalid signature"),
+        "rotated secret",
+    );
+
+    // Back to the old secret: accepted again; then alice's secret is removed.
+    gw.apply(&config(up.addr));
+    assert_eq!(call(&gw, "/hs", &token).await.status, 200);
+    let mut doc: Value = serde_json::from_str(&config(up.addr)).unwrap();
+    doc["consumers"][0]["jwt_secrets"]
+        .as_array_mut()
+        .unwrap()
+        .remove(0);
+    gw.apply(&doc.to_string());
+    let before = up.count();
+    let got = call(&gw, "/hs", &token).await;
+    refused(
+        &got,
+        &up,
+        before,
+        msg("No credentials found for given 'iss'"),
+        "removed secret",
+    );
+    gw.stop().await;
+}

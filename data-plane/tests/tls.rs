@@ -20,7 +20,6 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_data_plane::headers::TrustedIps;
-use portico_data_plane::runtime::Runtime;
 use portico_data_plane::tls::DefaultCertificate;
 use portico_data_plane::{Listeners, Shared, TlsListener};
 use tls_client::{connect, connect_with, connector, get1, http1, leaf_der, pem_block, served_leaf};
@@ -78,10 +77,7 @@ impl TlsGateway {
 
     /// Swaps in `yaml`, as a reload does.
     fn apply(&self, yaml: &str) {
-        let loaded =
-            portico_common::load_str(yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let rt = Runtime::compile(loaded.snapshot, &self.shared.pools).expect("compiles");
-        self.shared.swap(rt);
+        harness::apply(&self.shared, yaml);
     }
 }
 

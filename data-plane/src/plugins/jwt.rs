@@ -13,9 +13,14 @@
 //! `decode`/`Validation` path is not used, so its defaults (required `exp`, 60 s leeway, `aud`
 //! rejection) cannot change Kong's claim semantics: `exp`/`nbf` are checked here, only when
 //! `claims_to_verify` lists them, with no leeway.
+//!
+//! A token whose signature verified is remembered ([`verified`]), so the same token on the next
+//! request skips decoding and the signature; the claims that depend on the clock are checked
+//! on every request.
 
 pub mod keys;
 pub mod token;
+pub mod verified;
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -137,9 +142,53 @@ impl Jwt {
         ctx: &Ctx<'r>,
     ) -> Result<(&'r Consumer, &'r JwtSecret), Failure> {
         let raw = self.retrieve_token(req)?;
+        let keys = self
+            .keys
+            .get_or_init(|| Keys::new(ctx.snapshot, self.secret_is_base64));
+        let cache = keys.verified(ctx.snapshot);
+        // A token verified before in this snapshot: only what depends on the clock is left.
+        let remembered = cache.and_then(|c| {
+            c.with(&raw, |v| {
+                let found = ctx.consumers.jwt(ctx.snapshot, &v.key);
+                found.map(|(consumer, secret)| (consumer, secret, v.exp, v.nbf))
+            })
+            .flatten()
+        });
+        let (consumer, secret, exp, nbf) = match remembered {
+            Some(found) => found,
+            None => {
+                let (consumer, secret, token) = self.verify(&raw, keys, ctx)?;
+                if let Some(c) = cache {
+                    c.remember(&raw, &secret.key, token.exp, token.nbf);
+                }
+                (consumer, secret, token.exp, token.nbf)
+            }
+        };
+
+        let now = now();
+        self.verify_claims(exp, nbf, now)?;
+        if self.maximum_expiration > 0 {
+            let within = exp.is_some_and(|exp| exp - now <= self.maximum_expiration as f64);
+            if !within {
+                let mut errors = Map::new();
+                errors.insert("exp".into(), "exceeds maximum allowed expiration".into());
+                return Err(Failure::Claims(errors));
+            }
+        }
+        Ok((consumer, secret))
+    }
+
+    /// Decodes `raw` and checks its signature: the consumer and secret it names, and the
+    /// token (whose claims are not checked yet).
+    fn verify<'r, 't>(
+        &'r self,
+        raw: &'t str,
+        keys: &'r Keys,
+        ctx: &Ctx<'r>,
+    ) -> Result<(&'r Consumer, &'r JwtSecret, Token<'t>), Failure> {
         let claim = &self.key_claim_name;
         let token =
-            token::decode(&raw, claim).map_err(|e| bad(format!("Bad token; {}", e.reason())))?;
+            token::decode(raw, claim).map_err(|e| bad(format!("Bad token; {}", e.reason())))?;
 
         // The key claim from the claims, then from the header (so `kid` works).
         let key = match &token.key {
@@ -165,9 +214,7 @@ impl Jwt {
             tracing::debug!(plugin = "jwt", jwt_secret = %secret.id, algorithm = %secret.algorithm, "jwt secret's algorithm is not supported by this build; its tokens are refused");
             return Err(bad("Invalid algorithm"));
         };
-        let key = self
-            .keys
-            .get_or_init(|| Keys::new(ctx.snapshot, self.secret_is_base64))
+        let key = keys
             .key(ctx.snapshot, secret, alg)
             .map_err(|KeyError::Invalid| bad("Invalid key/secret"))?;
         let valid = key.verify(
@@ -179,20 +226,7 @@ impl Jwt {
         if !valid {
             return Err(bad("Invalid signature"));
         }
-
-        let now = now();
-        self.verify_claims(&token, now)?;
-        if self.maximum_expiration > 0 {
-            let within = token
-                .exp
-                .is_some_and(|exp| exp - now <= self.maximum_expiration as f64);
-            if !within {
-                let mut errors = Map::new();
-                errors.insert("exp".into(), "exceeds maximum allowed expiration".into());
-                return Err(Failure::Claims(errors));
-            }
-        }
-        Ok((consumer, secret))
+        Ok((consumer, secret, token))
     }
 
     /// Kong's `retrieve_tokens`: every non-empty token in the configured query arguments,
@@ -245,12 +279,12 @@ impl Jwt {
     }
 
     /// Kong's `verify_registered_claims` for `claims_to_verify`.
-    fn verify_claims(&self, token: &Token<'_>, now: f64) -> Result<(), Failure> {
+    fn verify_claims(&self, exp: Option<f64>, nbf: Option<f64>, now: f64) -> Result<(), Failure> {
         let mut errors = Map::new();
         for claim in &self.claims_to_verify {
             let (name, value) = match claim {
-                Claim::Exp => ("exp", token.exp),
-                Claim::Nbf => ("nbf", token.nbf),
+                Claim::Exp => ("exp", exp),
+                Claim::Nbf => ("nbf", nbf),
             };
             // Any JSON number counts, as Lua's `type(x) == "number"`; a string "9999999999"
             // does not.

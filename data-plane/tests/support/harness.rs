@@ -111,6 +111,14 @@ impl Upstream {
     }
 }
 
+/// Compiles `yaml` and swaps it into `shared`, as a reload does.
+pub fn apply(shared: &Shared, yaml: &str) {
+    let loaded =
+        portico_common::load_str(yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let rt = Runtime::compile(loaded.snapshot, &shared.pools).expect("compiles");
+    shared.swap(rt);
+}
+
 /// An in-process data plane.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -186,6 +194,11 @@ impl Gateway {
             shutdown: tx,
             task,
         }
+    }
+
+    /// Swaps in `yaml`, as a reload does.
+    pub fn apply(&self, yaml: &str) {
+        apply(&self.shared, yaml);
     }
 
     /// `http://127.0.0.1:port{path}`.

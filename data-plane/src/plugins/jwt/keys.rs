@@ -22,6 +22,8 @@ use rsa::pkcs1::DecodeRsaPublicKey as _;
 use rsa::traits::PublicKeyParts as _;
 use uuid::Uuid;
 
+use super::verified::Cache;
+
 /// RSA moduli below this are refused: 1024-bit keys are within reach of a well-funded attacker
 /// and 512-bit ones of anyone (SECURITY.md §3.3).
 const MIN_RSA_BITS: usize = 2048;
@@ -176,6 +178,7 @@ pub struct Keys {
     hash: String,
     secret_is_base64: bool,
     by_secret: HashMap<Uuid, OnceLock<Result<Key, KeyError>>>,
+    verified: Cache,
 }
 
 impl Keys {
@@ -192,7 +195,13 @@ impl Keys {
             hash: snapshot.hash.clone(),
             secret_is_base64,
             by_secret,
+            verified: Cache::default(),
         }
+    }
+
+    /// The tokens verified with these keys, when they are `snapshot`'s.
+    pub fn verified(&self, snapshot: &Snapshot) -> Option<&Cache> {
+        (self.hash == snapshot.hash).then_some(&self.verified)
     }
 
     /// The key of `secret` (of `snapshot`) for its pinned `alg`.
