@@ -175,7 +175,7 @@ pub struct Observed {
     pub plugin_reply: bool,
     /// Headers plugins set for the client (rate-limit headers, an echoed correlation id), kept
     /// for the error page the proxy writes when the request fails after the chain ran.
-    pub response_headers: http::HeaderMap,
+    pub response_headers: crate::plugins::ResponseHeaders,
     /// When the request arrived (wall clock), for spans and the access log.
     pub started_at: Option<std::time::SystemTime>,
     /// The client's trace context, read before the request is taken apart when the node traces.

@@ -333,7 +333,54 @@ pub struct Ctx<'r> {
     pub service: Option<&'r Service>,
     /// Headers plugins add to the response the client gets, proxied or not (Kong's
     /// `kong.response.set_header` in access: rate-limit headers, say).
-    pub response_headers: HeaderMap,
+    pub response_headers: ResponseHeaders,
+}
+
+/// Headers plugins set on the client's response: a handful at most, so a list. A `HeaderMap`
+/// would hash every name twice, here and again when it is merged into the response.
+#[derive(Debug, Default)]
+pub struct ResponseHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl ResponseHeaders {
+    /// Sets `name` to `value`, replacing what a plugin set before (Kong's `set_header`).
+    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Room for `n` more headers.
+    pub fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
+    /// What a plugin set for `name`.
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sets each header on `headers`, replacing the upstream's values of the same name.
+    pub fn set_on(self, headers: &mut HeaderMap) {
+        for (name, value) in self.0 {
+            headers.insert(name, value);
+        }
+    }
+
+    /// Adds the headers `headers` lacks (on a plugin's own reply, which keeps its own).
+    pub fn add_missing_to(self, headers: &mut HeaderMap) {
+        for (name, value) in self.0 {
+            headers.entry(name).or_insert(value);
+        }
+    }
 }
 
 /// The credential that authenticated a request; its identifier goes upstream in
@@ -358,7 +405,7 @@ impl<'r> Ctx<'r> {
             authenticated_groups: None,
             route: None,
             service: None,
-            response_headers: HeaderMap::new(),
+            response_headers: ResponseHeaders::default(),
         }
     }
 

@@ -156,7 +156,7 @@ pub fn handle(
                     _ => {}
                 }
                 let h = resp.headers_mut();
-                h.extend(std::mem::take(&mut observed.response_headers));
+                std::mem::take(&mut observed.response_headers).set_on(h);
                 h.insert(SERVER, shared.server.clone());
                 h.insert(
                     RESPONSE_LATENCY,
@@ -468,11 +468,7 @@ fn proxy<'a>(
                 let mut resp = reply.into_response(id, format);
                 let h = resp.headers_mut();
                 h.insert(SERVER, shared.server.clone());
-                for (name, value) in std::mem::take(&mut ctx.response_headers) {
-                    if let Some(name) = name {
-                        h.entry(name).or_insert(value);
-                    }
-                }
+                std::mem::take(&mut ctx.response_headers).add_missing_to(h);
                 return Ok(resp);
             }
             ctx.identity_headers(req.headers);
@@ -643,9 +639,7 @@ fn proxy<'a>(
             // never closes it.
             let upstream = hyper::upgrade::on(&mut resp);
             let (mut parts, _) = resp.into_parts();
-            parts
-                .headers
-                .extend(std::mem::take(&mut ctx.response_headers));
+            std::mem::take(&mut ctx.response_headers).set_on(&mut parts.headers);
             parts.headers.append(VIA, shared.via.clone());
             tokio::spawn(tunnel(up.client, upstream, service.name.clone()));
             return Ok(Response::from_parts(
@@ -657,9 +651,7 @@ fn proxy<'a>(
         let (mut parts, body) = resp.into_parts();
         // Via, the two latencies and the request id: the map grows once, not on each insert.
         parts.headers.reserve(4 + ctx.response_headers.len());
-        parts
-            .headers
-            .extend(std::mem::take(&mut ctx.response_headers));
+        std::mem::take(&mut ctx.response_headers).set_on(&mut parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.append(VIA, shared.via.clone());
         parts.headers.insert(

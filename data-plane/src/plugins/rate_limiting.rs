@@ -45,14 +45,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use portico_common::plugins::rate_limiting::{Algorithm, Config, LimitBy, Period, Policy, PERIODS};
 use uuid::Uuid;
 
 use self::local::LocalStore;
 use self::redis::{Params, RedisStore};
 use self::window::Window;
-use super::{BuildEnv, Credential, Ctx, Flow, Instance, Plugin, Reply, Req};
+use super::{BuildEnv, Credential, Ctx, Flow, Instance, Plugin, Reply, Req, ResponseHeaders};
 
 /// Kong's `X-RateLimit-Limit-<Period>` and `X-RateLimit-Remaining-<Period>`, by period.
 const PERIOD_HEADERS: [(&str, &str); 6] = [
@@ -229,14 +229,9 @@ impl Plugin for RateLimiting {
                 }
             },
         };
-        // Headers go straight into the response's map (the proxy adds it to the refusal too);
-        // hidden ones into a scratch map, since the reset is still needed for Retry-After.
-        let mut hidden = HeaderMap::new();
-        let sink = if self.hide_client_headers {
-            &mut hidden
-        } else {
-            &mut ctx.response_headers
-        };
+        // Headers go into the response's (the proxy adds them to the refusal too); hidden ones
+        // are not written, but the reset is still needed for Retry-After.
+        let sink = (!self.hide_client_headers).then_some(&mut ctx.response_headers);
         let reset = self.headers(checks, &counted, sink);
         if counted.blocked() {
             let reply = Reply::error(self.status, Cow::Owned(self.message.to_string()));
@@ -251,18 +246,28 @@ impl RateLimiting {
     fn key(&self, req: &Req<'_>, ctx: &Ctx<'_>) -> String {
         let route = ctx.route.map_or(Uuid::nil(), |r| r.id);
         let service = ctx.service.map_or(Uuid::nil(), |s| s.id);
-        let mut key = String::with_capacity(96);
-        let _ = write!(key, "{route}:{service}:");
+        // Two ids, two colons and a third id or an IPv6 address fit without growing.
+        let mut key = String::with_capacity(128);
+        push_uuid(&mut key, route);
+        key.push(':');
+        push_uuid(&mut key, service);
+        key.push(':');
         let found = match self.limit_by {
             LimitBy::Consumer => match (ctx.consumer, ctx.credential) {
-                (Some(c), _) => write!(key, "{}", c.id).is_ok(),
+                (Some(c), _) => {
+                    push_uuid(&mut key, c.id);
+                    true
+                }
                 (None, Some(cred)) => write_credential(&mut key, cred),
                 (None, None) => false,
             },
             LimitBy::Credential => ctx
                 .credential
                 .is_some_and(|cred| write_credential(&mut key, cred)),
-            LimitBy::Service => ctx.service.is_some_and(|s| write!(key, "{}", s.id).is_ok()),
+            LimitBy::Service => ctx.service.is_some_and(|s| {
+                push_uuid(&mut key, s.id);
+                true
+            }),
             LimitBy::Header => self
                 .header_name
                 .as_ref()
@@ -288,7 +293,15 @@ impl RateLimiting {
     }
 
     /// Writes the rate-limit headers; returns the most constraining period's reset (seconds).
-    fn headers(&self, checks: &[Check], counted: &Counted, out: &mut HeaderMap) -> u64 {
+    fn headers(
+        &self,
+        checks: &[Check],
+        counted: &Counted,
+        mut out: Option<&mut ResponseHeaders>,
+    ) -> u64 {
+        if let Some(out) = out.as_deref_mut() {
+            out.reserve(2 * checks.len() + 3);
+        }
         // (remaining, limit, reset) of the most constraining period so far.
         let mut most: Option<(u64, u64, u64)> = None;
         for (c, (_, _, limit_name, remaining_name)) in checks.iter().zip(&self.limits) {
@@ -308,21 +321,33 @@ impl RateLimiting {
             if most.is_none_or(|(r, _, _)| remaining <= r) {
                 most = Some((remaining, c.limit, c.window.reset_secs()));
             }
-            out.insert(limit_name.clone(), HeaderValue::from(c.limit));
-            out.insert(remaining_name.clone(), HeaderValue::from(remaining));
+            if let Some(out) = out.as_deref_mut() {
+                out.insert(limit_name.clone(), HeaderValue::from(c.limit));
+                out.insert(remaining_name.clone(), HeaderValue::from(remaining));
+            }
         }
         let (remaining, limit, reset) = most.unwrap_or((0, 0, 1));
-        out.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
-        out.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
-        out.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+        if let Some(out) = out {
+            out.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+            out.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
+            out.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+        }
         reset
     }
+}
+
+/// Appends `id` hyphenated, as its `Display` writes it, without the formatting machinery.
+fn push_uuid(key: &mut String, id: Uuid) {
+    key.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
 }
 
 /// A credential's identifier: key-auth's credential id, jwt's key, basic-auth's username.
 fn write_credential(key: &mut String, cred: Credential<'_>) -> bool {
     match cred {
-        Credential::Id(id) => write!(key, "{id}").is_ok(),
+        Credential::Id(id) => {
+            push_uuid(key, id);
+            true
+        }
         Credential::Name(n) => {
             key.push_str(n);
             true

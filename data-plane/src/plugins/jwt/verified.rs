@@ -19,7 +19,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use subtle::ConstantTimeEq as _;
 
 /// Slots per plugin instance.
 pub const SLOTS: usize = 512;
@@ -64,9 +63,7 @@ impl Cache {
         let slot = self.slot(token)?;
         let cached = slot.load();
         let cached = cached.as_deref()?;
-        let same = cached.token.len() == token.len()
-            && bool::from(cached.token.as_bytes().ct_eq(token.as_bytes()));
-        same.then(|| f(cached))
+        constant_time_eq(cached.token.as_bytes(), token.as_bytes()).then(|| f(cached))
     }
 
     /// Remembers that `token` was signed by the secret `key`.
@@ -92,6 +89,28 @@ impl Cache {
     }
 }
 
+/// Whether `a` and `b` are equal, in a time that depends only on their lengths. Word by word:
+/// `subtle`'s byte-wise comparison cost ten instructions a byte, more than the rest of a cache
+/// hit.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (wa.remainder(), wb.remainder());
+    let mut diff = 0u64;
+    for (x, y) in wa.zip(wb) {
+        let x = u64::from_ne_bytes(x.try_into().unwrap_or_default());
+        let y = u64::from_ne_bytes(y.try_into().unwrap_or_default());
+        diff |= x ^ y;
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        diff |= u64::from(x ^ y);
+    }
+    // Keeps the compiler from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +129,20 @@ mod tests {
         // A prefix or extension of it is not it either.
         assert!(cache.with(&token[1..], |_| ()).is_none());
         assert!(cache.with(&format!("a{token}"), |_| ()).is_none());
+    }
+
+    #[test]
+    fn compares_every_byte() {
+        let a: Vec<u8> = (0..=40).collect();
+        for n in [0, 1, 7, 8, 9, 16, 41] {
+            assert!(constant_time_eq(&a[..n], &a[..n]));
+            for i in 0..n {
+                let mut b = a[..n].to_vec();
+                b[i] ^= 0x80;
+                assert!(!constant_time_eq(&a[..n], &b), "n {n}, byte {i}");
+            }
+        }
+        assert!(!constant_time_eq(&a[..8], &a[..9]));
     }
 
     #[test]
