@@ -605,20 +605,18 @@ async fn a_token_seen_before_is_still_checked_against_the_clock_and_the_current_
     for _ in 0..2 {
         assert_eq!(call(&gw, "/hs", &token).await.status, 200);
     }
+    // Swaps in `doc` and checks the same token is now refused with `body`.
+    async fn refused_under(gw: &Gateway, up: &Upstream, token: &str, doc: &Value, body: Value) {
+        gw.apply(&doc.to_string());
+        let before = up.count();
+        let got = call(gw, "/hs", token).await;
+        refused(&got, up, before, body, &format!("under {doc}"));
+    }
     let mut doc: Value = serde_json::from_str(&config(up.addr)).unwrap();
     let alice_secrets = &mut doc["consumers"][0]["jwt_secrets"];
     assert_eq!(alice_secrets[0]["key"], "hs256");
     alice_secrets[0]["secret"] = json!("rotated-secret-that-the-token-was-not-signed-with");
-    gw.apply(&doc.to_string());
-    let before = up.count();
-    let got = call(&gw, "/hs", &token).await;
-    refused(
-        &got,
-        &up,
-        before,
-        msg("Invalid signature"),
-        "rotated secret",
-    );
+    refused_under(&gw, &up, &token, &doc, msg("Invalid signature")).await;
 
     // Back to the old secret: accepted again; then alice's secret is removed.
     gw.apply(&config(up.addr));
@@ -628,15 +626,7 @@ async fn a_token_seen_before_is_still_checked_against_the_clock_and_the_current_
         .as_array_mut()
         .unwrap()
         .remove(0);
-    gw.apply(&doc.to_string());
-    let before = up.count();
-    let got = call(&gw, "/hs", &token).await;
-    refused(
-        &got,
-        &up,
-        before,
-        msg("No credentials found for given 'iss'"),
-        "removed secret",
-    );
+    let body = msg("No credentials found for given 'iss'");
+    refused_under(&gw, &up, &token, &doc, body).await;
     gw.stop().await;
 }
