@@ -165,6 +165,11 @@ pub fn handle(
                 resp
             }
         };
+        // Unique to each response: over HTTP/2, HPACK sends it as a never-indexed literal
+        // instead of adding it to the connection's table, where it would only evict entries
+        // that repeat (Via, Server, small latencies). HTTP/1.1 ignores the flag.
+        let mut request_id = request_id;
+        request_id.set_sensitive(true);
         resp.headers_mut().insert(REQUEST_ID, request_id);
         // A request the node traces that ended before a route was chosen still gets its span.
         if let (None, Some(t)) = (&observed.trace, &telemetry.tracing) {

@@ -582,6 +582,25 @@ async fn h2c_clients_are_served() {
     let seen = up.last();
     assert_eq!(seen.uri, "/h2?q=1");
     assert_eq!(seen.headers["host"], up.addr.to_string().as_str());
+    // The request id is sent as a never-indexed HPACK literal: each response on the one
+    // connection still carries its own, the one the upstream saw.
+    let mut ids = vec![resp.headers()["x-request-id"].clone()];
+    assert_eq!(seen.headers["x-request-id"], ids[0]);
+    for _ in 0..2 {
+        let resp = client
+            .request(
+                Request::get(gw.url("/h2"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let id = resp.headers()["x-request-id"].clone();
+        assert_eq!(up.last().headers["x-request-id"], id);
+        assert!(!ids.contains(&id), "{id:?} repeats {ids:?}");
+        ids.push(id);
+    }
 }
 
 #[tokio::test]
