@@ -569,14 +569,11 @@ async fn h2c_clients_are_served() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let resp = client
-        .request(
-            Request::get(gw.url("/h2?q=1"))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let get = |path: &str| {
+        let req = Request::get(gw.url(path)).body(Full::new(Bytes::new()));
+        client.request(req.unwrap())
+    };
+    let resp = get("/h2?q=1").await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let seen = up.last();
@@ -587,14 +584,7 @@ async fn h2c_clients_are_served() {
     let mut ids = vec![resp.headers()["x-request-id"].clone()];
     assert_eq!(seen.headers["x-request-id"], ids[0]);
     for _ in 0..2 {
-        let resp = client
-            .request(
-                Request::get(gw.url("/h2"))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let resp = get("/h2").await.unwrap();
         assert_eq!(resp.status(), 200);
         let id = resp.headers()["x-request-id"].clone();
         assert_eq!(up.last().headers["x-request-id"], id);
