@@ -355,11 +355,6 @@ impl ResponseHeaders {
         self.0.reserve(n);
     }
 
-    /// What a plugin set for `name`.
-    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -13,9 +13,9 @@
 //! (Kong does not count refused ones either) and a client hammering a closed window does not
 //! extend its own lockout into a sliding window's next window.
 //!
-//! The map is sharded (by [`shard_of`]); a shard's lock is taken for reading on the request path, and for
-//! writing only to insert a new identity or to sweep the shard's expired identities (at most
-//! every [`SWEEP_EVERY_SECS`]), which bounds memory to the identities seen within two windows
+//! The map is sharded (by [`shard_of`]); a shard's lock is taken for reading on the request path,
+//! and for writing only to insert a new identity or to sweep the shard's expired identities (at
+//! most every [`SWEEP_EVERY_SECS`]), which bounds memory to the identities seen within two windows
 //! of the longest configured period.
 
 use std::collections::HashMap;
@@ -26,6 +26,8 @@ use super::window::{nominal_secs, sliding, Window};
 use super::{Check, Counted};
 
 const SHARDS: usize = 64;
+// [`shard_of`] takes the top bits of a hash.
+const _: () = assert!(SHARDS.is_power_of_two());
 
 /// How often each shard drops the identities whose windows are all over.
 pub const SWEEP_EVERY_SECS: u64 = 10;
@@ -141,7 +143,7 @@ fn shard_of(key: &str) -> usize {
         (h.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(K)
     });
     // The high bits are the best mixed.
-    (h >> 58) as usize % SHARDS
+    (h >> (u64::BITS - SHARDS.trailing_zeros())) as usize
 }
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
