@@ -44,7 +44,7 @@ pub enum ProxyError {
     #[error("upstream did not answer within read_timeout")]
     ReadTimeout,
     #[error("upstream request failed: {0}")]
-    Upstream(hyper::Error),
+    Upstream(UpstreamError),
     #[error("internal error: {0}")]
     Internal(&'static str),
     #[error("request body larger than the route's size limit")]
@@ -122,9 +122,20 @@ impl ProxyError {
     }
 }
 
+/// A failed exchange with an upstream, from either HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// hyper's client (streamed request bodies, TLS and HTTP/2 upstreams, WebSocket).
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The request task's own HTTP/1.1 client ([`crate::h1`]).
+    #[error(transparent)]
+    H1(#[from] crate::h1::Error),
+}
+
 /// Classifies a failed upstream exchange: a request body that outgrew its size limit while
 /// streaming is the client's fault (413), anything else the upstream's.
-pub fn upstream_failure(e: hyper::Error) -> ProxyError {
+pub fn upstream_failure(e: UpstreamError) -> ProxyError {
     if body_too_large(&e) {
         return ProxyError::PayloadTooLarge;
     }
@@ -132,7 +143,11 @@ pub fn upstream_failure(e: hyper::Error) -> ProxyError {
 }
 
 /// Whether an upstream exchange failed because the request body outgrew its size limit.
-pub fn body_too_large(e: &hyper::Error) -> bool {
+pub fn body_too_large(e: &UpstreamError) -> bool {
+    let UpstreamError::Hyper(e) = e else {
+        // Only streamed bodies have a limit to outgrow, and those go through hyper.
+        return false;
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if s.is::<crate::upstream_body::BodyTooLarge>() {
@@ -145,7 +160,11 @@ pub fn body_too_large(e: &hyper::Error) -> bool {
 
 /// Whether an upstream error is a timeout: hyper's own, or an I/O timeout underneath it (the
 /// write timeout on the upstream socket surfaces as `io::ErrorKind::TimedOut`).
-fn is_timeout(e: &hyper::Error) -> bool {
+fn is_timeout(e: &UpstreamError) -> bool {
+    let e = match e {
+        UpstreamError::H1(e) => return e.is_timeout(),
+        UpstreamError::Hyper(e) => e,
+    };
     if e.is_timeout() {
         return true;
     }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod consumers;
 pub mod discovery;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod metrics;
 pub mod plugins;
@@ -214,6 +215,20 @@ pub async fn serve(
         let _ = sd.changed().await;
     });
 
+    // Idle upstream connections the upstream closed, or idle too long, are closed.
+    let pools = Arc::downgrade(&shared);
+    let sweeper = tokio::spawn(async move {
+        let mut every = tokio::time::interval(pool::SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(shared) = pools.upgrade() else {
+                return;
+            };
+            shared.pools.sweep_idle();
+        }
+    });
+
     // The status listener outlives the proxy's drain, so probes read "draining" instead of a
     // refused connection while requests finish.
     let tls = match listeners.proxy_tls {
@@ -255,6 +270,7 @@ pub async fn serve(
     if let Some(t) = tls {
         let _ = t.await;
     }
+    sweeper.abort();
     let _ = status_stop.send(true);
     let _ = status.await;
     // The last requests' access-log lines reach the disk, and their spans the collector, before

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::error::ProxyError;
+use crate::h1;
 use crate::upstream_body::UpstreamBody;
 
 /// A sender on one upstream connection.
@@ -68,6 +69,12 @@ const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 /// Busy connections `checkout` skips before giving up on the pool.
 const BUSY_SKIPS: usize = 8;
 
+/// How often idle connections are swept ([`Pools::sweep_idle`]), and after how many sweeps an
+/// idle connection is closed: after 40 to 60 seconds idle, Kong's
+/// `upstream_keepalive_idle_timeout` (60 s).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(20);
+const IDLE_SWEEPS: u8 = 3;
+
 /// All endpoint pools of a data plane, surviving config swaps.
 #[derive(Debug, Default)]
 pub struct Pools {
@@ -83,6 +90,19 @@ struct PoolMap {
 }
 
 impl Pools {
+    /// Closes idle connections the upstream has closed or that sat idle too long (every
+    /// [`SWEEP_EVERY`], from the data plane's sweeper task). Without it, a connection the
+    /// upstream closed would hold its socket until the next request to that endpoint.
+    pub fn sweep_idle(&self) {
+        let pools: Vec<Arc<EndpointPool>> = {
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.pools.values().filter_map(Weak::upgrade).collect()
+        };
+        for pool in pools {
+            pool.sweep_native();
+        }
+    }
+
     /// The pool for `host:port`, shared with every runtime that uses it. Called at compile time.
     pub fn endpoint(&self, host: &str, port: u16) -> Arc<EndpointPool> {
         self.endpoint_tls(host, port, None)
@@ -142,6 +162,9 @@ pub struct EndpointPool {
     /// `host:port`, for the access log.
     address: Arc<str>,
     idle: ArrayQueue<Sender>,
+    /// Idle connections of the request task's own HTTP/1.1 client ([`crate::h1`]); made on
+    /// first use, so pools that never carry such a request cost nothing for it.
+    native: OnceLock<ArrayQueue<Box<h1::Conn>>>,
     opened: AtomicU64,
     /// TLS to the upstream (`https` and `grpcs` services).
     tls: Option<Arc<crate::tls::UpstreamTls>>,
@@ -161,6 +184,7 @@ impl EndpointPool {
             host: Arc::from(host),
             port,
             idle: ArrayQueue::new(if http2 { 1 } else { MAX_IDLE_PER_ENDPOINT }),
+            native: OnceLock::new(),
             opened: AtomicU64::new(0),
             tls,
             h2: http2.then(ArcSwapOption::empty),
@@ -244,6 +268,82 @@ impl EndpointPool {
         }
     }
 
+    /// Whether requests with a known body may use [`crate::h1`]: HTTP/1.1 in the clear.
+    pub fn is_native(&self) -> bool {
+        self.tls.is_none() && self.h2.is_none()
+    }
+
+    /// An idle [`crate::h1`] connection the upstream has not closed, if any.
+    pub fn checkout_native(&self) -> Option<Box<h1::Conn>> {
+        let idle = self.native.get()?;
+        while let Some(mut conn) = idle.pop() {
+            if conn.is_usable() {
+                conn.idle_sweeps = 0;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Closes [`crate::h1`] connections the upstream closed, and those idle through
+    /// [`IDLE_SWEEPS`] sweeps; the rest go back. hyper's connections need none of this: each
+    /// has a task that sees its upstream close it.
+    fn sweep_native(&self) {
+        let Some(idle) = self.native.get() else {
+            return;
+        };
+        for _ in 0..idle.len() {
+            let Some(mut conn) = idle.pop() else {
+                return;
+            };
+            conn.idle_sweeps += 1;
+            if conn.idle_sweeps < IDLE_SWEEPS && conn.is_usable() {
+                let _ = idle.push(conn);
+            }
+        }
+    }
+
+    /// Idle [`crate::h1`] connections.
+    pub fn idle_native(&self) -> usize {
+        self.native.get().map_or(0, ArrayQueue::len)
+    }
+
+    /// Keeps a [`crate::h1`] connection whose exchange ended cleanly for the next request (or
+    /// closes it when the pool is full).
+    pub fn checkin_native(&self, conn: Box<h1::Conn>) {
+        let _ = self
+            .native
+            .get_or_init(|| ArrayQueue::new(MAX_IDLE_PER_ENDPOINT))
+            .push(conn);
+    }
+
+    /// Opens a new [`crate::h1`] connection within `connect_timeout`; writes that stall longer
+    /// than `write_timeout` fail it.
+    pub async fn connect_native(
+        &self,
+        connect_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Result<Box<h1::Conn>, ProxyError> {
+        let stream = self.connect_stream(connect_timeout, write_timeout).await?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(h1::Conn::new(stream))
+    }
+
+    /// A TCP connection within `connect_timeout`, with nodelay and `write_timeout` set.
+    async fn connect_stream(
+        &self,
+        connect_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Result<std::pin::Pin<Box<TimeoutStream<TcpStream>>>, ProxyError> {
+        let stream = tokio::time::timeout(connect_timeout, self.connect_tcp())
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout)??;
+        let _ = stream.set_nodelay(true);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(write_timeout));
+        Ok(Box::pin(stream))
+    }
+
     /// Opens a new connection within `connect_timeout` (for an `https` service, the TLS
     /// handshake included); writes that stall longer than `write_timeout` fail the connection.
     pub async fn connect(
@@ -264,13 +364,7 @@ impl EndpointPool {
         upgrades: bool,
     ) -> Result<Sender, ProxyError> {
         let deadline = tokio::time::Instant::now() + connect_timeout;
-        let stream = tokio::time::timeout_at(deadline, self.connect_tcp())
-            .await
-            .map_err(|_| ProxyError::ConnectTimeout)??;
-        let _ = stream.set_nodelay(true);
-        let mut stream = TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(write_timeout));
-        let stream = Box::pin(stream);
+        let stream = self.connect_stream(connect_timeout, write_timeout).await?;
         let sender = match &self.tls {
             None => self.handshake(TokioIo::new(stream), upgrades).await?,
             Some(tls) => {
@@ -300,7 +394,7 @@ impl EndpointPool {
                 .keep_alive_interval(Duration::from_secs(30))
                 .handshake(io)
                 .await
-                .map_err(ProxyError::Upstream)?;
+                .map_err(|e| ProxyError::Upstream(e.into()))?;
             self.drive(conn);
             shared.store(Some(Arc::new(sender.clone())));
             return Ok(Sender::H2(sender));
@@ -308,7 +402,7 @@ impl EndpointPool {
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(ProxyError::Upstream)?;
+            .map_err(|e| ProxyError::Upstream(e.into()))?;
         if upgrades {
             self.drive(conn.with_upgrades());
         } else {
@@ -351,5 +445,56 @@ impl EndpointPool {
             Some(e) => ProxyError::Connect(e),
             None => ProxyError::Resolve(self.host.to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sweeps_close_what_the_upstream_closed_and_what_sat_idle_too_long() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pools = Pools::default();
+        let pool = pools.endpoint("127.0.0.1", listener.local_addr().unwrap().port());
+        let t = Duration::from_secs(5);
+        let a = pool.connect_native(t, t).await.unwrap();
+        let (upstream_a, _) = listener.accept().await.unwrap();
+        let b = pool.connect_native(t, t).await.unwrap();
+        let (mut upstream_b, _) = listener.accept().await.unwrap();
+        pool.checkin_native(a);
+        pool.checkin_native(b);
+        assert_eq!(pool.idle_native(), 2);
+
+        // Idle through IDLE_SWEEPS sweeps: closed. A checkout starts a connection's idle time
+        // over (the queue is FIFO: `a` comes out).
+        for _ in 1..IDLE_SWEEPS {
+            pools.sweep_idle();
+        }
+        assert_eq!(pool.idle_native(), 2);
+        let a = pool.checkout_native().expect("a is usable");
+        assert_eq!(a.idle_sweeps, 0);
+        pool.checkin_native(a);
+        pools.sweep_idle();
+        assert_eq!(pool.idle_native(), 1, "b was idle too long");
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), upstream_b.read(&mut byte))
+            .await
+            .expect("the upstream sees the close")
+            .unwrap();
+        assert_eq!(n, 0);
+
+        // The upstream closes `a`: it is closed here once the socket says so, young as it is.
+        drop(upstream_a);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.idle_native() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "a is still pooled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if let Some(a) = pool.checkout_native() {
+                pool.checkin_native(a);
+            }
+            pools.sweep_idle();
+        }
     }
 }

@@ -16,11 +16,12 @@ use portico_common::path::{canonicalize_with, Options as PathOptions};
 
 use crate::balancer::hashing::{HashRequest, RequestKey};
 use crate::balancer::{self, Picked};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamError};
+use crate::h1;
 use crate::headers::{self, Forwarding};
 use crate::metrics::Observed;
 use crate::plugins::{Ctx, Flow, Outcome, Req};
-use crate::pool::EndpointPool;
+use crate::pool::{EndpointPool, Sender};
 use crate::response::{error_response, ErrorFormat, ProxyBody, TimedBody};
 use crate::router::RouteRequest;
 use crate::runtime::{CompiledService, Destination, Runtime};
@@ -29,7 +30,7 @@ use crate::telemetry::trace::{
     AttemptSpan, RequestFacts, RequestText, RequestTrace, RouteAttrs, Tracing,
 };
 use crate::telemetry::{LogStart, Tail};
-use crate::upstream_body::UpstreamBody;
+use crate::upstream_body::{ResponseBody, UpstreamBody};
 
 /// What the listener knows about a downstream connection.
 #[derive(Debug, Clone)]
@@ -299,7 +300,7 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn is_idempotent(m: &Method) -> bool {
+pub(crate) fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -759,7 +760,7 @@ async fn send_with_retries(
     mut trace: Option<&mut RequestTrace>,
     attempts: &mut Attempts,
     upgrade: bool,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let mut retries_left = service.retries;
     let mut stale_skips = 0;
     let mut attempt = 0;
@@ -802,19 +803,23 @@ async fn send_with_retries(
             }
         };
 
-        // A WebSocket handshake gets a connection of its own: it becomes the tunnel.
-        let (mut sender, pooled) = match pool.checkout().filter(|_| !upgrade) {
-            Some(s) => (s, true),
+        // A WebSocket handshake gets a connection of its own: it becomes the tunnel. A request
+        // whose body is known, to an endpoint in the clear, goes over the task's own HTTP/1.1
+        // client; the rest over hyper's.
+        let native = !upgrade && pool.is_native() && h1::can_send(&req);
+        let idle = if native {
+            pool.checkout_native().map(Link::H1)
+        } else if upgrade {
+            None
+        } else {
+            pool.checkout().map(Link::Hyper)
+        };
+        let (link, pooled) = match idle {
+            Some(l) => (l, true),
             // Boxed: a connect's state (TCP, TLS and HTTP/2 handshakes) is several KB, and
             // this future would otherwise carry it on every request, pooled or not.
-            None => match Box::pin(pool.connect_with(
-                service.connect_timeout,
-                service.write_timeout,
-                upgrade,
-            ))
-            .await
-            {
-                Ok(s) => (s, false),
+            None => match Box::pin(Link::connect(pool, service, upgrade, native)).await {
+                Ok(l) => (l, false),
                 Err(e) => {
                     end(
                         span,
@@ -839,14 +844,13 @@ async fn send_with_retries(
             },
         };
 
-        let result = tokio::time::timeout(service.read_timeout, sender.send(req)).await;
+        let result =
+            tokio::time::timeout(service.read_timeout, link.send(req, pool, pooled, !upgrade))
+                .await;
         match result {
             Ok(Ok(mut resp)) => {
                 end(span, Ok(resp.status().as_u16()));
                 peer.report(balancer::Outcome::Status(resp.status().as_u16()));
-                if !upgrade {
-                    pool.checkin(sender);
-                }
                 // Kong's hash cookie, made up for a client that had none: appended, so the
                 // upstream's own cookies stay.
                 if let Some(cookie) = &key.set_cookie {
@@ -862,11 +866,12 @@ async fn send_with_retries(
                 peer.report(balancer::Outcome::Timeout);
                 return Err(ProxyError::ReadTimeout);
             }
-            Ok(Err(mut e)) => {
+            Ok(Err(Failure { error, unsent })) => {
                 end(span, Err("upstream connection failed"));
-                if let Some(unsent) = e.take_message() {
-                    // Never written: safe to send elsewhere, whatever the method. A stale pooled
-                    // connection says nothing about the target's health.
+                if let Some(unsent) = unsent {
+                    // Never written, or written on a pooled connection the upstream had closed:
+                    // safe to send elsewhere. A stale pooled connection says nothing about the
+                    // target's health.
                     if pooled && stale_skips < MAX_STALE_SKIPS {
                         stale_skips += 1;
                         attempt -= 1;
@@ -880,9 +885,9 @@ async fn send_with_retries(
                         *request = Some(unsent);
                         continue;
                     }
-                    return Err(crate::error::upstream_failure(e.into_error()));
+                    return Err(crate::error::upstream_failure(error));
                 }
-                let err = e.into_error();
+                let err = error;
                 // A body cut off at the client's size limit says nothing about the target.
                 if !crate::error::body_too_large(&err) {
                     peer.report(balancer::Outcome::TcpFailure);
@@ -905,6 +910,73 @@ async fn send_with_retries(
                 }
                 return Err(crate::error::upstream_failure(err));
             }
+        }
+    }
+}
+
+/// A failed exchange; `unsent` is the request when it may go to another connection.
+struct Failure {
+    error: UpstreamError,
+    unsent: Option<Request<UpstreamBody>>,
+}
+
+/// The connection one attempt goes over.
+enum Link {
+    /// hyper's client: streamed request bodies, TLS and HTTP/2 upstreams, WebSocket.
+    Hyper(Sender),
+    /// The request task's own HTTP/1.1 client ([`crate::h1`]).
+    H1(Box<h1::Conn>),
+}
+
+impl Link {
+    /// A new connection to `pool` for the attempt.
+    async fn connect(
+        pool: &EndpointPool,
+        service: &CompiledService,
+        upgrade: bool,
+        native: bool,
+    ) -> Result<Link, ProxyError> {
+        if native {
+            return pool
+                .connect_native(service.connect_timeout, service.write_timeout)
+                .await
+                .map(Link::H1);
+        }
+        pool.connect_with(service.connect_timeout, service.write_timeout, upgrade)
+            .await
+            .map(Link::Hyper)
+    }
+
+    /// Sends `req` and reads the response head. A hyper connection goes back to `pool` at
+    /// once when `keep` (it takes the next request once this body is read); an [`h1`] one when
+    /// its body ends.
+    async fn send(
+        self,
+        req: Request<UpstreamBody>,
+        pool: &std::sync::Arc<EndpointPool>,
+        pooled: bool,
+        keep: bool,
+    ) -> Result<Response<ResponseBody>, Failure> {
+        match self {
+            Link::Hyper(mut sender) => match sender.send(req).await {
+                Ok(resp) => {
+                    if keep {
+                        pool.checkin(sender);
+                    }
+                    Ok(resp.map(ResponseBody::Hyper))
+                }
+                Err(mut e) => Err(Failure {
+                    unsent: e.take_message(),
+                    error: e.into_error().into(),
+                }),
+            },
+            Link::H1(conn) => match h1::send(conn, req, pool, pooled).await {
+                Ok(resp) => Ok(resp.map(ResponseBody::H1)),
+                Err(f) => Err(Failure {
+                    error: f.error.into(),
+                    unsent: f.unsent,
+                }),
+            },
         }
     }
 }

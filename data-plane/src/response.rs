@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::telemetry::BodyEnd;
+use crate::upstream_body::ResponseBody;
 
 /// Boxed error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,7 +77,7 @@ impl Body for ProxyBody {
 /// egress metric, access-log line and span ([`BodyEnd`]).
 #[derive(Debug)]
 pub struct TimedBody {
-    inner: Incoming,
+    inner: ResponseBody,
     timeout: Duration,
     /// Made on the first poll that finds no data: a body that is there when first read (most
     /// small responses) never needs a timer.
@@ -96,7 +96,7 @@ impl Drop for TimedBody {
 
 impl TimedBody {
     /// Wraps `inner` with `timeout` between frames.
-    pub fn new(inner: Incoming, timeout: Duration) -> Self {
+    pub fn new(inner: ResponseBody, timeout: Duration) -> Self {
         TimedBody {
             inner,
             timeout,
@@ -133,7 +133,7 @@ impl Body for TimedBody {
                     Some(Err(_)) => this.end.done(false),
                     None => this.end.done(true),
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Poll::Pending => {
                 let deadline = |timeout| Instant::now() + timeout;

@@ -97,3 +97,41 @@ impl Body for UpstreamBody {
         }
     }
 }
+
+/// A response body from an upstream, read by either HTTP client.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// From hyper's client.
+    Hyper(Incoming),
+    /// From the request task's own HTTP/1.1 client.
+    H1(crate::h1::Body),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = crate::response::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::H1(b) => b.poll_next(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Hyper(b) => b.is_end_stream(),
+            ResponseBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Hyper(b) => b.size_hint(),
+            ResponseBody::H1(b) => b.size_hint(),
+        }
+    }
+}
