@@ -502,66 +502,150 @@ impl Body {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match self.state {
-                State::Done | State::Failed => return Poll::Ready(None),
-                State::Length(0) => {
+            match step(&mut self.state, &mut conn.buf) {
+                Err(e) => return self.fail(e),
+                Ok(Step::Data(data)) => {
+                    if self.is_done() {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::Trailers(trailers)) => {
+                    self.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Ok(Step::End) => {
                     self.finish();
                     return Poll::Ready(None);
                 }
-                State::Length(left) => {
-                    if !conn.buf.is_empty() {
-                        let n = left.min(conn.buf.len() as u64);
-                        let data = conn.buf.split_to(n as usize).freeze();
-                        self.state = State::Length(left - n);
-                        if left == n {
-                            self.finish();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    let want = (left as usize).clamp(1024, BODY_READ);
+                Ok(Step::More) => {
+                    let want = match self.state {
+                        State::Length(left) => (left as usize).clamp(1024, BODY_READ),
+                        State::Close => BODY_READ,
+                        _ => HEAD_READ,
+                    };
                     match ready!(conn.poll_fill(cx, want)) {
-                        Ok(0) => return self.fail(Error::Closed),
-                        Ok(_) => {}
-                        Err(e) => return self.fail(Error::Io(e)),
-                    }
-                }
-                State::Close => {
-                    if !conn.buf.is_empty() {
-                        let data = conn.buf.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    match ready!(conn.poll_fill(cx, BODY_READ)) {
-                        Ok(0) => {
-                            self.state = State::Done;
-                            self.conn = None;
+                        // A body delimited by the close ends there (and is never reused).
+                        Ok(0) if self.state == State::Close => {
+                            self.finish();
                             return Poll::Ready(None);
                         }
+                        Ok(0) => return self.fail(Error::Closed),
                         Ok(_) => {}
                         Err(e) => return self.fail(Error::Io(e)),
                     }
                 }
-                State::Chunked(chunk) => match decode_chunk(&mut conn.buf, chunk) {
-                    Ok(Decoded::Data(data, next)) => {
-                        self.state = State::Chunked(next);
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Ok(Decoded::Next(next)) => self.state = State::Chunked(next),
-                    Ok(Decoded::End(trailers)) => {
-                        self.finish();
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
-                    }
-                    Ok(Decoded::More) => match ready!(conn.poll_fill(cx, HEAD_READ)) {
-                        Ok(0) => return self.fail(Error::Closed),
-                        Ok(_) => {}
-                        Err(e) => return self.fail(Error::Io(e)),
-                    },
-                    Err(e) => return self.fail(e),
-                },
             }
         }
     }
 }
 
+/// What the framing makes of the bytes buffered so far.
+#[derive(Debug)]
+enum Step {
+    Data(Bytes),
+    /// The trailers of a chunked body, which ends with them.
+    Trailers(HeaderMap),
+    End,
+    /// More bytes are needed (or, for [`State::Close`], the close).
+    More,
+}
+
+/// Takes the body's next piece out of `buf`: the one framing engine, which [`Body`] runs on a
+/// socket and [`decode`] on bytes in memory.
+fn step(state: &mut State, buf: &mut BytesMut) -> Result<Step, Error> {
+    loop {
+        match *state {
+            State::Done | State::Failed => return Ok(Step::End),
+            State::Length(0) => {
+                *state = State::Done;
+                return Ok(Step::End);
+            }
+            State::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = left.min(buf.len() as u64);
+                *state = State::Length(left - n);
+                return Ok(Step::Data(buf.split_to(n as usize).freeze()));
+            }
+            State::Close => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                return Ok(Step::Data(buf.split().freeze()));
+            }
+            State::Chunked(chunk) => match decode_chunk(buf, chunk)? {
+                Decoded::Data(data, next) => {
+                    *state = State::Chunked(next);
+                    return Ok(Step::Data(data));
+                }
+                Decoded::Next(next) => *state = State::Chunked(next),
+                Decoded::End(trailers) => {
+                    *state = State::Done;
+                    return Ok(trailers.map_or(Step::End, Step::Trailers));
+                }
+                Decoded::More => return Ok(Step::More),
+            },
+        }
+    }
+}
+
+/// A whole response decoded by [`decode`].
+#[derive(Debug, PartialEq)]
+pub struct Whole {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: Option<HeaderMap>,
+    /// The connection could carry another request after it.
+    pub reusable: bool,
+}
+
+/// Decodes the response to a request (a `HEAD` when `is_head`) from `pieces`, the bytes as
+/// they would arrive from the upstream, with the same head parser and framing engine as a
+/// socket: for the fuzz target and tests. `Err(Error::Closed)` when the pieces end before the
+/// response does.
+pub fn decode(pieces: &[&[u8]], is_head: bool) -> Result<Whole, Error> {
+    let mut rest = pieces.iter();
+    let mut buf = BytesMut::new();
+    let head = loop {
+        if let Some(head) = parse_head(&mut buf, is_head)? {
+            break head;
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(Error::HeadTooLarge);
+        }
+        buf.extend_from_slice(rest.next().ok_or(Error::Closed)?);
+    };
+    let mut state = head.framing;
+    let mut body = Vec::new();
+    let mut trailers = None;
+    loop {
+        match step(&mut state, &mut buf)? {
+            Step::Data(data) => body.extend_from_slice(&data),
+            Step::Trailers(t) => {
+                trailers = Some(t);
+                break;
+            }
+            Step::End => break,
+            Step::More => match rest.next() {
+                Some(piece) => buf.extend_from_slice(piece),
+                None if state == State::Close => break,
+                None => return Err(Error::Closed),
+            },
+        }
+    }
+    let reusable =
+        head.keep_alive && state != State::Close && buf.is_empty() && rest.all(|p| p.is_empty());
+    Ok(Whole {
+        status: head.status,
+        headers: head.headers,
+        body,
+        trailers,
+        reusable,
+    })
+}
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = Error;
@@ -665,6 +749,9 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Decoded, Error> {
             }
             let mut fields = [httparse::EMPTY_HEADER; 32];
             match httparse::parse_headers(buf, &mut fields)? {
+                httparse::Status::Complete((len, _)) if len > MAX_TRAILERS => {
+                    Err(Error::Invalid("trailer section too large"))
+                }
                 httparse::Status::Complete((len, fields)) => {
                     let mut trailers = HeaderMap::with_capacity(fields.len());
                     for f in fields {

@@ -263,3 +263,42 @@ fn requests_are_framed_by_their_known_length() {
         "GET /p/a?q=1 HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
     );
 }
+
+#[test]
+fn a_response_decodes_the_same_however_its_bytes_arrive() {
+    let wire: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\nX-T: 2\r\n\r\n";
+    let whole = decode(&[wire], false).unwrap();
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.body, b"wikipedia");
+    assert_eq!(whole.trailers.as_ref().unwrap()["x-t"], "2");
+    assert!(whole.reusable);
+    for at in 0..wire.len() {
+        let (a, b) = wire.split_at(at);
+        assert_eq!(decode(&[a, b], false).unwrap(), whole, "split at {at}");
+    }
+    let bytewise: Vec<&[u8]> = wire.chunks(1).collect();
+    assert_eq!(decode(&bytewise, false).unwrap(), whole);
+}
+
+#[test]
+fn reuse_needs_a_keep_alive_answer_that_ended_where_its_framing_said() {
+    let reusable = |wire: &str| decode(&[wire.as_bytes()], false).unwrap().reusable;
+    assert!(reusable("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    assert!(!reusable("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok!"));
+    assert!(!reusable("HTTP/1.1 200 OK\r\n\r\nto the close"));
+    assert!(!reusable(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    ));
+    // Cut short: an error, never a shorter body.
+    assert!(matches!(
+        decode(&[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok"], false),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(
+        decode(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"],
+            false
+        ),
+        Err(Error::Closed)
+    ));
+}
