@@ -141,19 +141,21 @@ pub fn can_send(req: &Request<UpstreamBody>) -> bool {
     }
 }
 
-/// A failed exchange; `unsent` is the request when it may be sent again on another connection
+/// A failed exchange; `replayable` when the request may be sent again on another connection
 /// (a pooled connection turned out closed before any of the response arrived).
 #[derive(Debug)]
 pub struct Failure {
     pub error: Error,
-    pub unsent: Option<Request<UpstreamBody>>,
+    pub replayable: bool,
 }
 
 /// Sends `req` (see [`can_send`]) on `conn` and reads the response head. `pooled`: the
 /// connection was idle in `pool` (so a close before any answer may be the keep-alive race).
+/// The request is borrowed: it stays where the caller keeps it for another attempt, and this
+/// future (part of every request's) holds a pointer to it, not a copy.
 pub async fn send(
     mut conn: Box<Conn>,
-    req: Request<UpstreamBody>,
+    req: &Request<UpstreamBody>,
     pool: &Arc<EndpointPool>,
     pooled: bool,
 ) -> Result<Response<Body>, Failure> {
@@ -166,7 +168,7 @@ pub async fn send(
     };
     conn.out.clear();
     let mut out = std::mem::take(&mut conn.out);
-    encode_head(&req, body.len(), &mut out);
+    encode_head(req, body.len(), &mut out);
     let coalesce = body.len() <= COALESCE;
     if coalesce {
         out.extend_from_slice(&body);
@@ -177,15 +179,13 @@ pub async fn send(
     }
     conn.out = out;
     if let Err(e) = written {
-        let unsent = (replayable
-            && matches!(
-                e.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-            ))
-        .then_some(req);
         return Err(Failure {
+            replayable: replayable
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ),
             error: Error::Io(e),
-            unsent,
         });
     }
 
@@ -197,14 +197,14 @@ pub async fn send(
             Err(error) => {
                 return Err(Failure {
                     error,
-                    unsent: None,
+                    replayable: false,
                 })
             }
         }
         if conn.buf.len() >= MAX_HEAD {
             return Err(Failure {
                 error: Error::HeadTooLarge,
-                unsent: None,
+                replayable: false,
             });
         }
         let nothing_yet = conn.buf.is_empty();
@@ -221,10 +221,9 @@ pub async fn send(
             };
         return Err(Failure {
             error,
-            unsent: (replayable && raced).then_some(req),
+            replayable: replayable && raced,
         });
     };
-    drop(req);
 
     let Head {
         status,

@@ -47,17 +47,21 @@ impl Sender {
         }
     }
 
-    /// Sends `req`; a request the connection never wrote comes back in the error.
-    pub async fn send(
+    /// Sends `req`; a request the connection never wrote comes back in the error. hyper's own
+    /// future, not one around it: that would hold the request a second time.
+    pub fn send(
         &mut self,
         req: http::Request<UpstreamBody>,
-    ) -> Result<
-        http::Response<hyper::body::Incoming>,
-        hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+    ) -> impl std::future::Future<
+        Output = Result<
+            http::Response<hyper::body::Incoming>,
+            hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+        >,
     > {
+        use futures_util::future::Either;
         match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
+            Sender::H1(s) => Either::Left(s.try_send_request(req)),
+            Sender::H2(s) => Either::Right(s.try_send_request(req)),
         }
     }
 }

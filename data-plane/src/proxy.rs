@@ -31,6 +31,8 @@ use crate::telemetry::trace::{
 };
 use crate::telemetry::{LogStart, Tail};
 use crate::upstream_body::{ResponseBody, UpstreamBody};
+use futures_util::future::Either;
+use futures_util::FutureExt as _;
 
 /// What the listener knows about a downstream connection.
 #[derive(Debug, Clone)]
@@ -768,7 +770,9 @@ async fn send_with_retries(
         let peer = pick(service, &key, attempt)?;
         attempt += 1;
         let (pool, host_header) = peer.endpoint();
-        let Some(mut req) = request.take() else {
+        // The request stays in its slot: each attempt borrows it (or, over hyper, takes it and
+        // gets it back when it was never written).
+        let Some(req) = request.as_mut() else {
             return Err(ProxyError::Internal("retry without a request"));
         };
         let host = preserved_host
@@ -806,7 +810,7 @@ async fn send_with_retries(
         // A WebSocket handshake gets a connection of its own: it becomes the tunnel. A request
         // whose body is known, to an endpoint in the clear, goes over the task's own HTTP/1.1
         // client; the rest over hyper's.
-        let native = !upgrade && pool.is_native() && h1::can_send(&req);
+        let native = !upgrade && pool.is_native() && h1::can_send(req);
         let idle = if native {
             pool.checkout_native().map(Link::H1)
         } else if upgrade {
@@ -836,7 +840,6 @@ async fn send_with_retries(
                     if retries_left > 0 {
                         retries_left -= 1;
                         tracing::debug!(service = %service.name, error = %e, "connect failed, retrying");
-                        *request = Some(req);
                         continue;
                     }
                     return Err(e);
@@ -844,9 +847,17 @@ async fn send_with_retries(
             },
         };
 
-        let result =
-            tokio::time::timeout(service.read_timeout, link.send(req, pool, pooled, !upgrade))
-                .await;
+        let exchange = match link {
+            Link::Hyper(sender) => match request.take() {
+                Some(req) => Either::Left(over_hyper(sender, req, request, pool, !upgrade)),
+                None => return Err(ProxyError::Internal("retry without a request")),
+            },
+            Link::H1(conn) => match request.as_ref() {
+                Some(req) => Either::Right(over_h1(conn, req, pool, pooled)),
+                None => return Err(ProxyError::Internal("retry without a request")),
+            },
+        };
+        let result = tokio::time::timeout(service.read_timeout, exchange).await;
         match result {
             Ok(Ok(mut resp)) => {
                 end(span, Ok(resp.status().as_u16()));
@@ -866,9 +877,9 @@ async fn send_with_retries(
                 peer.report(balancer::Outcome::Timeout);
                 return Err(ProxyError::ReadTimeout);
             }
-            Ok(Err(Failure { error, unsent })) => {
+            Ok(Err(Failure { error, replayable })) => {
                 end(span, Err("upstream connection failed"));
-                if let Some(unsent) = unsent {
+                if replayable {
                     // Never written, or written on a pooled connection the upstream had closed:
                     // safe to send elsewhere. A stale pooled connection says nothing about the
                     // target's health.
@@ -876,13 +887,11 @@ async fn send_with_retries(
                         stale_skips += 1;
                         attempt -= 1;
                         attempts.tries -= 1;
-                        *request = Some(unsent);
                         continue;
                     }
                     peer.report(balancer::Outcome::TcpFailure);
                     if retries_left > 0 {
                         retries_left -= 1;
-                        *request = Some(unsent);
                         continue;
                     }
                     return Err(crate::error::upstream_failure(error));
@@ -914,10 +923,11 @@ async fn send_with_retries(
     }
 }
 
-/// A failed exchange; `unsent` is the request when it may go to another connection.
+/// A failed exchange; `replayable` when the request (back in its slot) may go to another
+/// connection.
 struct Failure {
     error: UpstreamError,
-    unsent: Option<Request<UpstreamBody>>,
+    replayable: bool,
 }
 
 /// The connection one attempt goes over.
@@ -946,39 +956,53 @@ impl Link {
             .await
             .map(Link::Hyper)
     }
+}
 
-    /// Sends `req` and reads the response head. A hyper connection goes back to `pool` at
-    /// once when `keep` (it takes the next request once this body is read); an [`h1`] one when
-    /// its body ends.
-    async fn send(
-        self,
-        req: Request<UpstreamBody>,
-        pool: &std::sync::Arc<EndpointPool>,
-        pooled: bool,
-        keep: bool,
-    ) -> Result<Response<ResponseBody>, Failure> {
-        match self {
-            Link::Hyper(mut sender) => match sender.send(req).await {
-                Ok(resp) => {
-                    if keep {
-                        pool.checkin(sender);
-                    }
-                    Ok(resp.map(ResponseBody::Hyper))
-                }
-                Err(mut e) => Err(Failure {
-                    unsent: e.take_message(),
-                    error: e.into_error().into(),
-                }),
-            },
-            Link::H1(conn) => match h1::send(conn, req, pool, pooled).await {
-                Ok(resp) => Ok(resp.map(ResponseBody::H1)),
-                Err(f) => Err(Failure {
-                    error: f.error.into(),
-                    unsent: f.unsent,
-                }),
-            },
+/// Sends `req` over hyper's client and reads the response head; the connection goes back to
+/// `pool` at once when `keep` (it takes the next request once this body is read). A request
+/// hyper never wrote comes back into `slot`.
+///
+/// Built with `map`, not an async block: a block would keep the exchange's future twice (its
+/// capture, and the copy it awaits), and this state is part of every request's future.
+fn over_hyper<'a>(
+    mut sender: Sender,
+    req: Request<UpstreamBody>,
+    slot: &'a mut Option<Request<UpstreamBody>>,
+    pool: &'a std::sync::Arc<EndpointPool>,
+    keep: bool,
+) -> impl Future<Output = Result<Response<ResponseBody>, Failure>> + 'a {
+    sender.send(req).map(move |result| match result {
+        Ok(resp) => {
+            if keep {
+                pool.checkin(sender);
+            }
+            Ok(resp.map(ResponseBody::Hyper))
         }
-    }
+        Err(mut e) => {
+            *slot = e.take_message();
+            Err(Failure {
+                replayable: slot.is_some(),
+                error: e.into_error().into(),
+            })
+        }
+    })
+}
+
+/// Sends `req` over [`h1`] and reads the response head; the connection rides in the body and
+/// goes back to `pool` when the body ends. Built as [`over_hyper`] is.
+fn over_h1<'a>(
+    conn: Box<h1::Conn>,
+    req: &'a Request<UpstreamBody>,
+    pool: &'a std::sync::Arc<EndpointPool>,
+    pooled: bool,
+) -> impl Future<Output = Result<Response<ResponseBody>, Failure>> + 'a {
+    h1::send(conn, req, pool, pooled).map(|result| match result {
+        Ok(resp) => Ok(resp.map(ResponseBody::H1)),
+        Err(f) => Err(Failure {
+            error: f.error.into(),
+            replayable: f.replayable,
+        }),
+    })
 }
 
 /// Where one attempt goes: a service's single endpoint, or a target its balancer picked.
