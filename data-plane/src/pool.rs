@@ -104,6 +104,7 @@ impl Pools {
         };
         for pool in pools {
             pool.sweep_native();
+            pool.sweep_hyper();
         }
     }
 
@@ -158,6 +159,13 @@ impl Pools {
     }
 }
 
+/// A hyper connection in the pool, and the sweeps it sat there through.
+#[derive(Debug)]
+struct Idle {
+    sender: Sender,
+    sweeps: u8,
+}
+
 /// Connections to one `host:port`.
 #[derive(Debug)]
 pub struct EndpointPool {
@@ -165,7 +173,7 @@ pub struct EndpointPool {
     port: u16,
     /// `host:port`, for the access log.
     address: Arc<str>,
-    idle: ArrayQueue<Sender>,
+    idle: ArrayQueue<Idle>,
     /// Idle connections of the request task's own HTTP/1.1 client ([`crate::h1`]); made on
     /// first use, so pools that never carry such a request cost nothing for it.
     native: OnceLock<ArrayQueue<Box<h1::Conn>>>,
@@ -243,16 +251,16 @@ impl EndpointPool {
                 .map(|s| Sender::H2(http2::SendRequest::clone(s)));
         }
         let mut busy = 0;
-        while let Some(s) = self.idle.pop() {
-            if s.is_ready() {
-                return Some(s);
+        while let Some(idle) = self.idle.pop() {
+            if idle.sender.is_ready() {
+                return Some(idle.sender);
             }
-            if s.is_closed() {
+            if idle.sender.is_closed() {
                 continue;
             }
             // Pushed back behind the others; a full queue drops it (the connection closes once
             // its exchange ends).
-            let _ = self.idle.push(s);
+            let _ = self.idle.push(idle);
             busy += 1;
             if busy == BUSY_SKIPS {
                 break;
@@ -268,7 +276,7 @@ impl EndpointPool {
     /// be ready, costs the request path no task spawn.
     pub fn checkin(&self, sender: Sender) {
         if matches!(sender, Sender::H1(_)) && !sender.is_closed() {
-            let _ = self.idle.push(sender);
+            let _ = self.idle.push(Idle { sender, sweeps: 0 });
         }
     }
 
@@ -289,9 +297,32 @@ impl EndpointPool {
         None
     }
 
+    /// Closes hyper's HTTP/1.1 connections idle through [`IDLE_SWEEPS`] sweeps (their tasks
+    /// close those the upstream closed); the rest, and any still finishing an exchange, go
+    /// back.
+    fn sweep_hyper(&self) {
+        for _ in 0..self.idle.len() {
+            let Some(mut idle) = self.idle.pop() else {
+                return;
+            };
+            if idle.sender.is_closed() {
+                continue;
+            }
+            idle.sweeps = idle.sweeps.saturating_add(1);
+            if idle.sweeps < IDLE_SWEEPS || !idle.sender.is_ready() {
+                let _ = self.idle.push(idle);
+            }
+        }
+    }
+
+    /// Idle hyper connections (those still finishing an exchange included).
+    pub fn idle_hyper(&self) -> usize {
+        self.idle.len()
+    }
+
     /// Closes [`crate::h1`] connections the upstream closed, and those idle through
-    /// [`IDLE_SWEEPS`] sweeps; the rest go back. hyper's connections need none of this: each
-    /// has a task that sees its upstream close it.
+    /// [`IDLE_SWEEPS`] sweeps; the rest go back. Unlike hyper's, these have no task that would
+    /// see the upstream close them.
     fn sweep_native(&self) {
         let Some(idle) = self.native.get() else {
             return;
@@ -500,5 +531,46 @@ mod tests {
             }
             pools.sweep_idle();
         }
+    }
+
+    #[tokio::test]
+    async fn sweeps_close_hyper_connections_idle_too_long() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pools = Pools::default();
+        let pool = pools.endpoint("127.0.0.1", listener.local_addr().unwrap().port());
+        let t = Duration::from_secs(5);
+        let mut sender = pool.connect(t, t).await.unwrap();
+        let (mut upstream, _) = listener.accept().await.unwrap();
+        // Ready once its connection's task has run.
+        let Sender::H1(h1) = &mut sender else {
+            panic!("an HTTP/1.1 pool");
+        };
+        h1.ready().await.unwrap();
+        pool.checkin(sender);
+        assert_eq!(pool.idle_hyper(), 1);
+        for _ in 1..IDLE_SWEEPS {
+            pools.sweep_idle();
+        }
+        // A checkout starts its idle time over.
+        let sender = pool.checkout().expect("ready");
+        pool.checkin(sender);
+        for _ in 1..IDLE_SWEEPS {
+            pools.sweep_idle();
+        }
+        assert_eq!(
+            pool.idle_hyper(),
+            1,
+            "idle for fewer than IDLE_SWEEPS sweeps"
+        );
+        pools.sweep_idle();
+        assert_eq!(pool.idle_hyper(), 0);
+        // Its task closes the connection once the pool lets go of it.
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), upstream.read(&mut byte))
+            .await
+            .expect("the upstream sees the close")
+            .unwrap();
+        assert_eq!(n, 0);
     }
 }
