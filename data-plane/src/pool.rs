@@ -487,12 +487,28 @@ impl EndpointPool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn sweeps_close_what_the_upstream_closed_and_what_sat_idle_too_long() {
-        use tokio::io::AsyncReadExt;
+    /// A listener on a free port, and the pool of the endpoint it is.
+    async fn endpoint_on_a_listener() -> (tokio::net::TcpListener, Pools, Arc<EndpointPool>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pools = Pools::default();
         let pool = pools.endpoint("127.0.0.1", listener.local_addr().unwrap().port());
+        (listener, pools, pool)
+    }
+
+    /// The upstream's side of a connection sees the gateway close it.
+    async fn assert_closed(upstream: &mut TcpStream) {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), upstream.read(&mut byte))
+            .await
+            .expect("the upstream sees the close")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn sweeps_close_what_the_upstream_closed_and_what_sat_idle_too_long() {
+        let (listener, pools, pool) = endpoint_on_a_listener().await;
         let t = Duration::from_secs(5);
         let a = pool.connect_native(t, t).await.unwrap();
         let (upstream_a, _) = listener.accept().await.unwrap();
@@ -513,12 +529,7 @@ mod tests {
         pool.checkin_native(a);
         pools.sweep_idle();
         assert_eq!(pool.idle_native(), 1, "b was idle too long");
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(5), upstream_b.read(&mut byte))
-            .await
-            .expect("the upstream sees the close")
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_closed(&mut upstream_b).await;
 
         // The upstream closes `a`: it is closed here once the socket says so, young as it is.
         drop(upstream_a);
@@ -535,10 +546,7 @@ mod tests {
 
     #[tokio::test]
     async fn sweeps_close_hyper_connections_idle_too_long() {
-        use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pools = Pools::default();
-        let pool = pools.endpoint("127.0.0.1", listener.local_addr().unwrap().port());
+        let (listener, pools, pool) = endpoint_on_a_listener().await;
         let t = Duration::from_secs(5);
         let mut sender = pool.connect(t, t).await.unwrap();
         let (mut upstream, _) = listener.accept().await.unwrap();
@@ -566,11 +574,6 @@ mod tests {
         pools.sweep_idle();
         assert_eq!(pool.idle_hyper(), 0);
         // Its task closes the connection once the pool lets go of it.
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(5), upstream.read(&mut byte))
-            .await
-            .expect("the upstream sees the close")
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_closed(&mut upstream).await;
     }
 }
